@@ -1,0 +1,1 @@
+"""The ``pms`` console script: one sub-command module per process or tool."""

@@ -1,0 +1,50 @@
+"""Entry point of the ``pms`` console script.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``; the module adds its
+parser and sets ``func`` to a callable ``(args) -> int``. Settings are built here, once, and
+handed down; an invalid setting stops start-up with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from pms.errors import PmsError
+
+# Sub-command modules, in the order they appear in ``pms --help``.
+COMMAND_MODULES = (
+    "pms.cli.db",
+    "pms.cli.account",
+    "pms.sim.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pms", description="PMS trading engine for crypto perpetual futures."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except PmsError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

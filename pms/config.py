@@ -1,0 +1,88 @@
+"""Settings: one frozen, typed object built once per process from the environment and `.env`.
+
+Every variable carries the ``PMS_`` prefix. An invalid value stops start-up with a message that
+names the variable (see :func:`load_settings`). Nothing in ``pms`` reads ``os.environ`` itself:
+the settings object is built at the process edge and passed down.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pms.errors import ConfigError
+
+
+class ExchangeKind(enum.StrEnum):
+    SIM = "sim"
+    BINANCE = "binance"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PMS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        frozen=True,
+        extra="ignore",
+    )
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Prepended to every Redis key this engine owns, so several systems (or test runs)
+    # share one Redis without colliding. Empty in production: keys are then exactly SPEC §3.5.
+    redis_prefix: str = ""
+    dramatiq_namespace: str = "dramatiq"
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/pms"
+    exchange: ExchangeKind = ExchangeKind.SIM
+    binance_api_key: SecretStr = SecretStr("")
+    binance_api_secret: SecretStr = SecretStr("")
+    sim_url: str = "http://127.0.0.1:8765"
+    sim_api_key: str = "pms-sim-key"
+    sim_api_secret: SecretStr = SecretStr("pms-sim-secret")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8888, ge=1, le=65535)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        if not value.startswith("postgresql"):
+            raise ValueError("must be a postgresql:// URL")
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg2://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    def key(self, suffix: str) -> str:
+        """The full Redis key for ``suffix`` (``pms:price:BTC/USDT:USDT`` → prefixed)."""
+        return f"{self.redis_prefix}{suffix}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning a validation failure into one readable ``ConfigError``."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "?"
+            problems.append(f"PMS_{field.upper()}: {err['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from exc

@@ -1,0 +1,34 @@
+"""Canonical symbols (ccxt unified ``BTC/USDT:USDT``) and exchange ids (``BTCUSDT``).
+
+Exchange ids never leave the adapters; everything else speaks canonical symbols.
+"""
+
+from __future__ import annotations
+
+import re
+
+_CANONICAL = re.compile(r"^([A-Z0-9]{1,20})/([A-Z]{2,10}):([A-Z]{2,10})$")
+QUOTES = ("USDT", "USDC", "BUSD")
+
+
+def is_canonical(symbol: str) -> bool:
+    return bool(_CANONICAL.match(symbol))
+
+
+def to_exchange_id(symbol: str) -> str:
+    """``BTC/USDT:USDT`` → ``BTCUSDT``."""
+    match = _CANONICAL.match(symbol)
+    if not match:
+        raise ValueError(f"not a canonical symbol: {symbol!r} (expected like BTC/USDT:USDT)")
+    base, quote, _settle = match.groups()
+    return f"{base}{quote}"
+
+
+def from_exchange_id(exchange_id: str) -> str:
+    """``BTCUSDT`` → ``BTC/USDT:USDT`` for linear USDⓈ-M perpetuals."""
+    upper = exchange_id.upper()
+    for quote in QUOTES:
+        if upper.endswith(quote) and len(upper) > len(quote):
+            base = upper[: -len(quote)]
+            return f"{base}/{quote}:{quote}"
+    raise ValueError(f"cannot map exchange id {exchange_id!r} to a canonical symbol")
