@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pms.errors import PmsError
 
@@ -18,15 +19,19 @@ from pms.errors import PmsError
 COMMAND_MODULES = (
     "pms.cli.db",
     "pms.cli.account",
-    "pms.sim.cli",
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments give one line on stderr (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pms", description="PMS trading engine for crypto perpetual futures."
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="pms", description="PMS trading engine for crypto perpetual futures.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -1,0 +1,103 @@
+"""The ledger: the only code that changes a wallet balance.
+
+Every change is an entry carrying the resulting balance, so balance = sum of entries holds by
+construction. The caller must hold the sub-account's row lock (``lock_account``) for the whole
+unit of work; that lock is what keeps concurrent deposits, withdrawals and bookings exact
+across threads and processes.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from pms.db.models import LedgerEntry, SubAccount
+from pms.domain.enums import LedgerKind
+from pms.errors import NotFound, ValidationError
+
+
+def lock_account(session: Session, sub_account_id: int) -> SubAccount:
+    """Load the sub-account with ``SELECT ... FOR UPDATE``; NotFound if there is none."""
+    account = session.execute(
+        select(SubAccount).where(SubAccount.id == sub_account_id).with_for_update()
+    ).scalar_one_or_none()
+    if account is None:
+        raise NotFound(
+            f"sub-account {sub_account_id} does not exist", {"subAccountId": sub_account_id}
+        )
+    session.refresh(account)
+    return account
+
+
+def post_entry(
+    session: Session,
+    account: SubAccount,
+    kind: LedgerKind,
+    amount: Decimal,
+    *,
+    ref_type: str | None = None,
+    ref_id: str | None = None,
+    note: str | None = None,
+    allow_negative: bool = False,
+) -> LedgerEntry:
+    """Append an entry and move the balance by ``amount`` (signed).
+
+    Refuses to take a non-house balance below zero unless ``allow_negative`` (never used for
+    sub-accounts: the database check would refuse it anyway; the flag exists for the house).
+    """
+    if amount == 0:
+        raise ValidationError("a ledger entry cannot be zero")
+    new_balance = account.wallet_balance + amount
+    if new_balance < 0 and not (account.is_house or allow_negative):
+        raise ValidationError(
+            f"entry of {amount} would take sub-account {account.id} below zero",
+            {"balance": str(account.wallet_balance), "amount": str(amount)},
+        )
+    entry = LedgerEntry(
+        sub_account_id=account.id,
+        kind=kind.value,
+        amount=amount,
+        balance_after=new_balance,
+        ref_type=ref_type,
+        ref_id=ref_id,
+        note=note,
+    )
+    session.add(entry)
+    account.wallet_balance = new_balance
+    account.updated_at = func.now()
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise ValidationError(
+            f"ledger entry {kind.value} for {ref_type}:{ref_id} already exists",
+            {"refType": ref_type, "refId": ref_id},
+        ) from exc
+    return entry
+
+
+def entry_exists(
+    session: Session, sub_account_id: int, kind: LedgerKind, ref_type: str, ref_id: str
+) -> bool:
+    return (
+        session.execute(
+            select(LedgerEntry.id).where(
+                LedgerEntry.sub_account_id == sub_account_id,
+                LedgerEntry.kind == kind.value,
+                LedgerEntry.ref_type == ref_type,
+                LedgerEntry.ref_id == ref_id,
+            )
+        ).first()
+        is not None
+    )
+
+
+def ledger_sum(session: Session, sub_account_id: int) -> Decimal:
+    total = session.execute(
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+            LedgerEntry.sub_account_id == sub_account_id
+        )
+    ).scalar_one()
+    return Decimal(total)

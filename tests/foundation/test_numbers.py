@@ -1,0 +1,92 @@
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pms.domain.numbers import is_multiple, parse_decimal, quantize_down, quantize_up, to_wire
+from pms.domain.symbols import from_exchange_id, to_exchange_id
+
+steps = st.sampled_from(
+    [Decimal("0.001"), Decimal("0.01"), Decimal("0.1"), Decimal("1"), Decimal("0.00001")]
+)
+amounts = st.decimals(
+    min_value=Decimal("-1e9"),
+    max_value=Decimal("1e9"),
+    allow_nan=False,
+    allow_infinity=False,
+    places=8,
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "NaN",
+        "nan",
+        "Infinity",
+        "-Infinity",
+        "inf",
+        "",
+        " ",
+        "1e",
+        "abc",
+        "0x10",
+        True,
+        None,
+        [],
+        {},
+        "1" * 70,
+    ],
+)
+def test_parse_decimal_rejects_junk(raw: object) -> None:
+    with pytest.raises(ValueError):
+        parse_decimal(raw, "qty")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("0.015", "0.015"), (0.1, "0.1"), (5, "5"), ("  2.50 ", "2.50"), ("1E+3", "1E+3")],
+)
+def test_parse_decimal_accepts_strings_and_json_numbers(raw: object, expected: str) -> None:
+    assert parse_decimal(raw) == Decimal(expected)
+
+
+def test_parse_decimal_bounds() -> None:
+    with pytest.raises(ValueError, match="too large"):
+        parse_decimal("1e16")
+    with pytest.raises(ValueError, match="decimal places"):
+        parse_decimal("0." + "0" * 18 + "1")
+
+
+@given(amounts, steps)
+def test_quantize_down_is_a_multiple_not_larger_in_magnitude(value: Decimal, step: Decimal) -> None:
+    q = quantize_down(value, step)
+    assert is_multiple(q, step)
+    assert abs(q) <= abs(value)
+    assert abs(value - q) < step
+
+
+@given(amounts, steps)
+def test_quantize_up_is_a_multiple_not_smaller_in_magnitude(value: Decimal, step: Decimal) -> None:
+    q = quantize_up(value, step)
+    assert is_multiple(q, step)
+    assert abs(q) >= abs(value)
+    assert abs(q - value) < step
+
+
+@given(amounts)
+def test_to_wire_round_trips(value: Decimal) -> None:
+    text = to_wire(value)
+    assert "E" not in text and "e" not in text
+    assert Decimal(text) == value
+
+
+def test_symbols_map_both_ways() -> None:
+    assert to_exchange_id("BTC/USDT:USDT") == "BTCUSDT"
+    assert from_exchange_id("ethusdt") == "ETH/USDT:USDT"
+    assert from_exchange_id("1000PEPEUSDT") == "1000PEPE/USDT:USDT"
+    with pytest.raises(ValueError):
+        to_exchange_id("BTCUSDT")
+    with pytest.raises(ValueError):
+        from_exchange_id("USDT")
