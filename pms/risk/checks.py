@@ -1,0 +1,394 @@
+"""Pre-trade checks: each a pure ``(intent, context) -> Reason | None``.
+
+A check that cannot judge because another check's precondition fails (unknown symbol, no
+mark, qty ≤ 0) returns None and leaves the refusal to the check that owns that problem, so
+``validate`` reports each problem once and never raises. Risk-reducing orders (see
+``is_risk_reducing``) pass the margin, leverage and exposure checks: a trader short of margin
+must always be able to get smaller.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pms.domain.enums import AccountStatus, OrderType, Side, Tier, TimeInForce
+from pms.domain.instrument import Instrument
+from pms.domain.numbers import ZERO, is_multiple, to_wire
+from pms.errors import (
+    AccountFrozen,
+    AccountRestricted,
+    ExchangeRejected,
+    ExchangeUnavailable,
+    ExposureLimit,
+    InsufficientMargin,
+    LeverageTooHigh,
+    RateLimited,
+    UnknownSymbol,
+    ValidationError,
+)
+from pms.risk.context import OrderIntent, Reason, RiskContext, is_risk_reducing
+from pms.risk.margin import bracket_table
+from pms.risk.snapshot import OpenOrder, RiskSnapshot, compute_snapshot
+from pms.risk.snapshot import open_orders_margin as _orders_margin
+
+_BPS = Decimal(10000)
+
+
+def _w(value: Decimal) -> str:
+    return to_wire(value)
+
+
+def _instrument(intent: OrderIntent, context: RiskContext) -> Instrument | None:
+    instrument = context.instruments.get(intent.symbol)
+    return instrument if instrument is not None and instrument.trading else None
+
+
+def _reduces(intent: OrderIntent, context: RiskContext) -> bool:
+    return is_risk_reducing(intent, context.position_qty(intent.symbol))
+
+
+def _has_market_data(context: RiskContext, symbol: str) -> bool:
+    """Marks and instruments for the intent's symbol and everything the account holds."""
+    symbols = {symbol, *(s for s, p in context.positions.items() if p.qty)}
+    symbols.update(o.symbol for o in context.open_orders)
+    return all(s in context.marks and s in context.instruments for s in symbols)
+
+
+def _snapshot(context: RiskContext) -> RiskSnapshot:
+    return compute_snapshot(
+        context.wallet,
+        context.positions.values(),
+        context.open_orders,
+        context.marks,
+        context.instruments,
+    )
+
+
+def _worst_qty(context: RiskContext, symbol: str, side: Side, extra: Decimal) -> Decimal:
+    """|position| if every working order on ``side`` (plus ``extra``) fills."""
+    pending = sum(
+        (o.qty for o in context.open_orders if o.symbol == symbol and o.side is side),
+        start=ZERO,
+    )
+    if side is Side.BUY:
+        return abs(context.position_qty(symbol) + pending + extra)
+    return abs(context.position_qty(symbol) - pending - extra)
+
+
+def _usable(intent: OrderIntent, context: RiskContext) -> tuple[Instrument, Decimal] | None:
+    """The instrument and margin price when the economic checks can run at all."""
+    instrument = _instrument(intent, context)
+    if instrument is None or intent.qty <= ZERO or not _has_market_data(context, intent.symbol):
+        return None
+    price = context.margin_price(intent)
+    if price is None or price <= ZERO:
+        return None
+    return instrument, price
+
+
+# --- account -------------------------------------------------------------------------------
+
+
+def check_account_status(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    """FROZEN and CLOSED trade nothing; RESTRICTED, LIQUIDATING (or a tier of RESTRICTED and
+    worse) only reduce. A CLOSED account answers ACCOUNT_FROZEN: to the trader it is an
+    account that cannot trade, not a malformed order."""
+    status = context.status
+    if status in (AccountStatus.FROZEN, AccountStatus.CLOSED):
+        return Reason(
+            AccountFrozen.code,
+            f"sub-account is {status.value.lower()}: no orders accepted",
+            {"status": status.value},
+        )
+    restricted = status in (AccountStatus.RESTRICTED, AccountStatus.LIQUIDATING)
+    if (restricted or context.tier.severity >= Tier.RESTRICTED.severity) and not _reduces(
+        intent, context
+    ):
+        return Reason(
+            AccountRestricted.code,
+            f"sub-account is {status.value.lower()} (risk tier {context.tier.value}): only "
+            "orders that reduce an existing position are accepted",
+            {"status": status.value, "tier": context.tier.value},
+        )
+    return None
+
+
+def check_order_rate(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    limit = context.rules.max_orders_per_window
+    if context.recent_order_count >= limit:
+        return Reason(
+            RateLimited.code,
+            f"order rate limit reached: {context.recent_order_count} orders in the current "
+            f"window, limit {limit}; retry shortly",
+            {"recent": context.recent_order_count, "limit": limit},
+        )
+    return None
+
+
+# --- instrument and order shape -----------------------------------------------------------
+
+
+def check_symbol(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    instrument = context.instruments.get(intent.symbol)
+    if instrument is None:
+        return Reason(
+            UnknownSymbol.code, f"unknown symbol {intent.symbol}", {"symbol": intent.symbol}
+        )
+    if not instrument.trading:
+        return Reason(
+            ExchangeRejected.code,
+            f"{intent.symbol} is not trading on the exchange right now",
+            {"symbol": intent.symbol},
+        )
+    return None
+
+
+def check_market_data(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    """Without marks the margin of the account is unknown: refuse, retryably."""
+    if intent.symbol not in context.instruments or _has_market_data(context, intent.symbol):
+        return None
+    missing = sorted(
+        {intent.symbol, *context.positions, *(o.symbol for o in context.open_orders)}
+        - set(context.marks)
+    )
+    return Reason(
+        ExchangeUnavailable.code,
+        f"no mark price yet for {', '.join(missing) or 'a held symbol'}; retry shortly",
+        {"symbols": missing},
+    )
+
+
+def check_order_shape(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    problem = None
+    if intent.qty <= ZERO:
+        problem = f"qty must be positive, got {_w(intent.qty)}"
+    elif intent.order_type is OrderType.LIMIT and (intent.price is None or intent.price <= 0):
+        problem = "a limit order needs a positive price"
+    elif intent.order_type is OrderType.MARKET and intent.post_only:
+        problem = "post-only applies to limit orders only"
+    elif intent.post_only and intent.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
+        problem = f"post-only cannot be combined with time in force {intent.time_in_force}"
+    elif intent.leverage is not None and intent.leverage < 1:
+        problem = f"leverage must be at least 1, got {intent.leverage}"
+    if problem is None:
+        return None
+    return Reason(ValidationError.code, problem, {"field": "order"})
+
+
+def check_qty_filters(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    instrument = _instrument(intent, context)
+    if instrument is None or intent.qty <= ZERO:
+        return None
+    market = intent.order_type is OrderType.MARKET
+    step = instrument.market_step_size if market else instrument.step_size
+    low = instrument.market_min_qty if market else instrument.min_qty
+    high = instrument.market_max_qty if market else instrument.max_qty
+    qty = intent.qty
+    if not is_multiple(qty, step):
+        problem = f"qty {_w(qty)} is not a multiple of step {_w(step)}"
+    elif qty < low:
+        problem = f"qty {_w(qty)} is below the minimum {_w(low)} for {intent.symbol}"
+    elif qty > high:
+        problem = f"qty {_w(qty)} is above the maximum {_w(high)} for {intent.symbol}"
+    else:
+        return None
+    return Reason(
+        ValidationError.code,
+        problem,
+        {"field": "qty", "qty": _w(qty), "step": _w(step), "min": _w(low), "max": _w(high)},
+    )
+
+
+def check_price_filters(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    instrument = _instrument(intent, context)
+    price = intent.price
+    if instrument is None or intent.order_type is not OrderType.LIMIT or price is None:
+        return None
+    if price <= ZERO:
+        return None  # check_order_shape owns this
+    tick = instrument.tick_size
+    if not is_multiple(price, tick):
+        problem = f"price {_w(price)} is not a multiple of tick {_w(tick)}"
+    elif price < instrument.min_price:
+        problem = f"price {_w(price)} is below the minimum {_w(instrument.min_price)}"
+    elif price > instrument.max_price:
+        problem = f"price {_w(price)} is above the maximum {_w(instrument.max_price)}"
+    else:
+        return None
+    return Reason(ValidationError.code, problem, {"field": "price", "tick": _w(tick)})
+
+
+def check_min_notional(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    """qty · price ≥ the exchange's minimum; reduce-only orders are exempt, as on Binance,
+    so a dust position can always be closed."""
+    usable = _usable(intent, context)
+    if usable is None or intent.reduce_only:
+        return None
+    instrument, price = usable
+    value = intent.qty * price
+    if value >= instrument.min_notional:
+        return None
+    return Reason(
+        ValidationError.code,
+        f"order notional {_w(value)} is below the minimum {_w(instrument.min_notional)} "
+        f"for {intent.symbol}; increase qty",
+        {"field": "qty", "notional": _w(value), "min_notional": _w(instrument.min_notional)},
+    )
+
+
+def check_price_band(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    """A limit price further than ``price_band_bps`` from mark is almost always a typo."""
+    price = intent.price
+    mark = context.marks.get(intent.symbol)
+    if intent.order_type is not OrderType.LIMIT or price is None or mark is None or mark <= 0:
+        return None
+    band = mark * context.rules.price_band_bps / _BPS
+    if abs(price - mark) <= band:
+        return None
+    low, high = mark - band, mark + band
+    return Reason(
+        ValidationError.code,
+        f"limit price {_w(price)} is outside the allowed band {_w(low)}-{_w(high)} "
+        f"({context.rules.price_band_bps} bps around mark {_w(mark)})",
+        {"field": "price", "mark": _w(mark), "low": _w(low), "high": _w(high)},
+    )
+
+
+def check_reduce_only(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    if not intent.reduce_only or intent.qty <= ZERO or _reduces(intent, context):
+        return None
+    held = context.position_qty(intent.symbol)
+    if held == ZERO:
+        problem = f"reduce-only order but there is no {intent.symbol} position"
+    elif (held > ZERO) == (intent.side is Side.BUY):
+        problem = (
+            f"reduce-only {intent.side.value} would increase the "
+            f"{'long' if held > 0 else 'short'} position {_w(held)}"
+        )
+    else:
+        problem = (
+            f"reduce-only qty {_w(intent.qty)} exceeds the position {_w(abs(held))}; "
+            f"use qty {_w(abs(held))} or less"
+        )
+    return Reason(ValidationError.code, problem, {"field": "reduceOnly", "position": _w(held)})
+
+
+# --- economics ------------------------------------------------------------------------------
+
+
+def check_leverage(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    """leverage ≤ min(rule max, bracket max at the worst-case post-trade notional)."""
+    usable = _usable(intent, context)
+    if usable is None or (intent.leverage is None and _reduces(intent, context)):
+        return None
+    instrument, price = usable
+    leverage = context.leverage_for(intent)
+    post = _worst_qty(context, intent.symbol, intent.side, intent.qty) * price
+    bracket_max = bracket_table(instrument).row_for(post).max_leverage
+    limit = min(context.rules.max_leverage, bracket_max)
+    if leverage <= limit:
+        return None
+    why = "your risk rules" if limit == context.rules.max_leverage else "the exchange bracket"
+    return Reason(
+        LeverageTooHigh.code,
+        f"leverage {leverage}x exceeds the maximum {limit}x ({why}) for a "
+        f"{intent.symbol} position of notional {_w(post)}",
+        {"leverage": leverage, "max": limit, "rule_max": context.rules.max_leverage},
+    )
+
+
+def check_margin(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    """Post-trade initial margin (positions + working orders + this order) ≤ equity."""
+    usable = _usable(intent, context)
+    if usable is None or _reduces(intent, context):
+        return None
+    price = usable[1]
+    leverage = context.leverage_for(intent)
+    if leverage < 1:
+        return None
+    before = _snapshot(context)
+    positions_im = ZERO
+    for row in before.positions:
+        # Changing the symbol's leverage re-margins the position already held there.
+        lev = leverage if row.symbol == intent.symbol else row.leverage
+        positions_im += row.notional / lev
+    held = {row.symbol: row.qty for row in before.positions}
+    order = OpenOrder(intent.symbol, intent.side, intent.qty, price, leverage, False)
+    orders_im = _orders_margin((*context.open_orders, order), held, context.marks)
+    required = positions_im + orders_im
+    if required <= before.equity:
+        return None
+    return Reason(
+        InsufficientMargin.code,
+        f"insufficient margin: the order needs {_w(required - before.initial_margin)} "
+        f"but {_w(before.available)} is available",
+        {
+            "required": _w(required),
+            "equity": _w(before.equity),
+            "available": _w(before.available),
+        },
+    )
+
+
+def check_symbol_exposure(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    cap = context.rules.max_notional_per_symbol
+    usable = _usable(intent, context)
+    if cap is None or usable is None or _reduces(intent, context):
+        return None
+    price = usable[1]
+    post = _worst_qty(context, intent.symbol, intent.side, intent.qty) * price
+    if post <= cap:
+        return None
+    return Reason(
+        ExposureLimit.code,
+        f"{intent.symbol} notional would reach {_w(post)}, above the per-symbol cap {_w(cap)}",
+        {"notional": _w(post), "cap": _w(cap)},
+    )
+
+
+def check_total_exposure(intent: OrderIntent, context: RiskContext) -> Reason | None:
+    multiple = context.rules.max_exposure_multiple
+    usable = _usable(intent, context)
+    if multiple is None or usable is None or _reduces(intent, context):
+        return None
+    price = usable[1]
+    symbols = {s for s, p in context.positions.items() if p.qty}
+    symbols.update(o.symbol for o in context.open_orders if not o.reduce_only)
+    symbols.discard(intent.symbol)
+    total = _worst_qty(context, intent.symbol, intent.side, intent.qty) * price
+    for symbol in symbols:
+        worst = max(
+            _worst_qty(context, symbol, Side.BUY, ZERO),
+            _worst_qty(context, symbol, Side.SELL, ZERO),
+        )
+        total += worst * context.marks[symbol]
+    equity = context.wallet + sum(
+        (p.qty * (context.marks[s] - p.entry) for s, p in context.positions.items() if p.qty),
+        start=ZERO,
+    )
+    cap = multiple * equity if equity > ZERO else ZERO
+    if total <= cap:
+        return None
+    return Reason(
+        ExposureLimit.code,
+        f"total exposure would reach {_w(total)}, above {_w(multiple)}x equity ({_w(cap)})",
+        {"exposure": _w(total), "cap": _w(cap), "multiple": _w(multiple)},
+    )
+
+
+__all__ = [
+    "check_account_status",
+    "check_leverage",
+    "check_margin",
+    "check_market_data",
+    "check_min_notional",
+    "check_order_rate",
+    "check_order_shape",
+    "check_price_band",
+    "check_price_filters",
+    "check_qty_filters",
+    "check_reduce_only",
+    "check_symbol",
+    "check_symbol_exposure",
+    "check_total_exposure",
+]
