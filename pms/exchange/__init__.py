@@ -1,0 +1,1 @@
+"""Exchange adapters (ccxt for REST, websockets for streams)."""

@@ -1,0 +1,324 @@
+"""The Binance USDⓈ-M adapter: ccxt ``binanceusdm`` as a signed transport and error mapper.
+
+We call ccxt's implicit endpoints (``fapiPrivatePostOrder`` ...) and parse Binance's own
+payloads, whose numbers are strings, so no amount ever passes through a float. The same code
+talks to Binance and to ``pms sim``: only the base URL differs (see ``ccxt_factory``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import ccxt
+
+from pms.domain.enums import OrderType, Side
+from pms.domain.instrument import Instrument, LeverageBracket
+from pms.domain.numbers import parse_decimal
+from pms.domain.symbols import from_exchange_id, to_exchange_id
+from pms.errors import ExchangeRejected, PmsError
+from pms.exchange.ccxt_factory import make_binanceusdm
+from pms.exchange.errors import OrderUnknownToExchange, UnknownOrderState, translate
+from pms.exchange.model import ExchangeOrder, ExchangePosition, OrderRequest, TradeReport
+
+# After an unknown outcome, ask by clientOrderId this many times before giving up.
+RESOLVE_ATTEMPTS = 4
+RESOLVE_BACKOFF_S = 0.05
+
+
+def _d(value: Any, field: str) -> Decimal:
+    return parse_decimal(value if value not in (None, "") else "0", field)
+
+
+def parse_order(raw: dict[str, Any]) -> ExchangeOrder:
+    """Parse an order payload.
+
+    Sample::
+
+        {"orderId": 4011, "symbol": "BTCUSDT", "status": "FILLED", "clientOrderId": "pms-17",
+         "price": "0", "avgPrice": "60000.10", "origQty": "0.010", "executedQty": "0.010",
+         "cumQuote": "600.001", "timeInForce": "GTC", "type": "MARKET", "reduceOnly": false,
+         "side": "BUY", "positionSide": "BOTH", "updateTime": 1764000000000}
+    """
+    return ExchangeOrder(
+        symbol=from_exchange_id(raw["symbol"]),
+        exchange_order_id=str(raw["orderId"]),
+        client_order_id=str(raw.get("clientOrderId", "")),
+        status=str(raw["status"]),
+        side=Side(raw["side"]),
+        type=str(raw.get("type", "")),
+        qty=_d(raw.get("origQty"), "origQty"),
+        price=_d(raw.get("price"), "price"),
+        executed_qty=_d(raw.get("executedQty"), "executedQty"),
+        avg_price=_d(raw.get("avgPrice"), "avgPrice"),
+        reduce_only=bool(raw.get("reduceOnly", False)),
+        update_time_ms=int(raw.get("updateTime") or raw.get("time") or 0),
+    )
+
+
+def parse_user_trade(raw: dict[str, Any]) -> TradeReport:
+    """Parse one ``GET /fapi/v1/userTrades`` item.
+
+    Sample::
+
+        {"buyer": true, "commission": "0.30000050", "commissionAsset": "USDT", "id": 698759,
+         "maker": false, "orderId": 4011, "price": "60000.10", "qty": "0.010",
+         "quoteQty": "600.001", "realizedPnl": "0", "side": "BUY", "positionSide": "BOTH",
+         "symbol": "BTCUSDT", "time": 1764000000000}
+    """
+    return TradeReport(
+        symbol=from_exchange_id(raw["symbol"]),
+        trade_id=str(raw["id"]),
+        exchange_order_id=str(raw["orderId"]),
+        client_order_id=None,
+        side=Side(raw["side"]),
+        qty=_d(raw["qty"], "qty"),
+        price=_d(raw["price"], "price"),
+        fee=_d(raw.get("commission"), "commission"),
+        fee_asset=str(raw.get("commissionAsset", "USDT")),
+        is_maker=bool(raw.get("maker", False)),
+        traded_at=datetime.fromtimestamp(int(raw["time"]) / 1000, UTC),
+    )
+
+
+def parse_instrument(raw: dict[str, Any], brackets: list[dict[str, Any]]) -> Instrument:
+    """Parse one ``exchangeInfo.symbols[]`` item plus its ``leverageBracket`` tiers.
+
+    Sample (abridged)::
+
+        {"symbol": "BTCUSDT", "status": "TRADING", "contractType": "PERPETUAL",
+         "baseAsset": "BTC", "quoteAsset": "USDT", "marginAsset": "USDT",
+         "filters": [{"filterType": "PRICE_FILTER", "minPrice": "0.10", "maxPrice": "4529764",
+                      "tickSize": "0.10"},
+                     {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000",
+                      "stepSize": "0.001"},
+                     {"filterType": "MARKET_LOT_SIZE", "minQty": "0.001", "maxQty": "120",
+                      "stepSize": "0.001"},
+                     {"filterType": "MIN_NOTIONAL", "notional": "100"}]}
+        brackets: [{"bracket": 1, "initialLeverage": 125, "notionalCap": 50000,
+                    "notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0}, ...]
+    """
+    filters = {f["filterType"]: f for f in raw.get("filters", [])}
+    price_f = filters.get("PRICE_FILTER", {})
+    lot = filters.get("LOT_SIZE", {})
+    market_lot = filters.get("MARKET_LOT_SIZE", lot)
+    notional = filters.get("MIN_NOTIONAL", {})
+    parsed = tuple(
+        LeverageBracket(
+            bracket=int(b["bracket"]),
+            initial_leverage=int(b["initialLeverage"]),
+            notional_floor=_d(b["notionalFloor"], "notionalFloor"),
+            notional_cap=_d(b["notionalCap"], "notionalCap"),
+            maint_margin_ratio=_d(b["maintMarginRatio"], "maintMarginRatio"),
+            cum=_d(b.get("cum", 0), "cum"),
+        )
+        for b in sorted(brackets, key=lambda b: int(b["bracket"]))
+    )
+    return Instrument(
+        symbol=from_exchange_id(raw["symbol"]),
+        exchange_id=raw["symbol"],
+        base=raw["baseAsset"],
+        quote=raw["quoteAsset"],
+        tick_size=_d(price_f.get("tickSize"), "tickSize"),
+        step_size=_d(lot.get("stepSize"), "stepSize"),
+        min_qty=_d(lot.get("minQty"), "minQty"),
+        max_qty=_d(lot.get("maxQty"), "maxQty"),
+        market_step_size=_d(market_lot.get("stepSize"), "stepSize"),
+        market_min_qty=_d(market_lot.get("minQty"), "minQty"),
+        market_max_qty=_d(market_lot.get("maxQty"), "maxQty"),
+        min_notional=_d(notional.get("notional"), "notional"),
+        min_price=_d(price_f.get("minPrice"), "minPrice"),
+        max_price=_d(price_f.get("maxPrice"), "maxPrice"),
+        trading=raw.get("status") == "TRADING",
+        brackets=parsed,
+    )
+
+
+class BinanceExchange:
+    """Synchronous adapter (workers are threads). Thread-safe: ccxt's session is shared."""
+
+    def __init__(
+        self, base_url: str | None, api_key: str, secret: str, *, timeout_ms: int = 5000
+    ) -> None:
+        self._ex = make_binanceusdm(base_url, api_key, secret, timeout_ms=timeout_ms)
+        self._time_synced = False
+        self._lock = threading.Lock()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _call(self, action: str, method: str, params: dict[str, Any]) -> Any:
+        self._sync_time()
+        try:
+            return getattr(self._ex, method)(params)
+        except ccxt.InvalidNonce:
+            # -1021: rejected before processing, so re-syncing and sending again is safe.
+            self._time_synced = False
+            self._sync_time()
+            try:
+                return getattr(self._ex, method)(params)
+            except Exception as exc:
+                raise self._translate(exc, action) from exc
+        except Exception as exc:
+            raise self._translate(exc, action) from exc
+
+    def _translate(self, exc: Exception, action: str) -> PmsError:
+        if isinstance(exc, PmsError):
+            return exc
+        headers = getattr(self._ex, "last_response_headers", None) or {}
+        return translate(exc, action=action, retry_after=headers.get("Retry-After"))
+
+    def _sync_time(self) -> None:
+        if self._time_synced:
+            return
+        with self._lock:
+            if self._time_synced:
+                return
+            try:
+                self._ex.load_time_difference()
+            except Exception as exc:
+                raise self._translate(exc, "time sync") from exc
+            self._time_synced = True
+
+    # -- reference data -------------------------------------------------------------------
+
+    def load_instruments(self) -> dict[str, Instrument]:
+        info = self._call("load markets", "fapiPublicGetExchangeInfo", {})
+        brackets_raw = self._call("load leverage brackets", "fapiPrivateGetLeverageBracket", {})
+        brackets = {b["symbol"]: b.get("brackets", []) for b in brackets_raw}
+        instruments = {}
+        for raw in info.get("symbols", []):
+            if raw.get("contractType") != "PERPETUAL" or raw.get("quoteAsset") != "USDT":
+                continue
+            inst = parse_instrument(raw, brackets.get(raw["symbol"], []))
+            instruments[inst.symbol] = inst
+        return instruments
+
+    def fetch_mark_price(self, symbol: str) -> Decimal:
+        raw = self._call(
+            "mark price", "fapiPublicGetPremiumIndex", {"symbol": to_exchange_id(symbol)}
+        )
+        return _d(raw["markPrice"], "markPrice")
+
+    # -- orders ---------------------------------------------------------------------------
+
+    def create_order(self, request: OrderRequest) -> ExchangeOrder:
+        params: dict[str, Any] = {
+            "symbol": to_exchange_id(request.symbol),
+            "side": request.side.value,
+            "type": request.type.value,
+            "quantity": format(request.qty, "f"),
+            "newClientOrderId": request.client_order_id,
+            "newOrderRespType": "RESULT",
+        }
+        if request.type is OrderType.LIMIT:
+            if request.price is None:
+                raise ExchangeRejected("a limit order needs a price")
+            params["price"] = format(request.price, "f")
+            params["timeInForce"] = request.time_in_force.value if request.time_in_force else "GTC"
+        if request.reduce_only:
+            params["reduceOnly"] = "true"
+        try:
+            return parse_order(self._call("place order", "fapiPrivatePostOrder", params))
+        except UnknownOrderState:
+            # Never re-send blindly: the order may exist. Ask by clientOrderId.
+            found = self._resolve(request.symbol, request.client_order_id)
+            if found is None:
+                raise UnknownOrderState(
+                    "exchange did not answer and has no such order: nothing was placed",
+                    {"clientOrderId": request.client_order_id, "placed": False},
+                ) from None
+            return found
+
+    def _resolve(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        last: PmsError | None = None
+        for attempt in range(RESOLVE_ATTEMPTS):
+            try:
+                return self.fetch_order(symbol, client_order_id)
+            except UnknownOrderState as exc:
+                last = exc
+                time.sleep(RESOLVE_BACKOFF_S * (2**attempt))
+        assert last is not None
+        raise UnknownOrderState(
+            "exchange unreachable while resolving the order; order-sync will settle it",
+            {"clientOrderId": client_order_id, "placed": None},
+        ) from last
+
+    def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        params = {"symbol": to_exchange_id(symbol), "origClientOrderId": client_order_id}
+        try:
+            return parse_order(self._call("fetch order", "fapiPrivateGetOrder", params))
+        except OrderUnknownToExchange:
+            return None
+
+    def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        params = {"symbol": to_exchange_id(symbol), "origClientOrderId": client_order_id}
+        try:
+            return parse_order(self._call("cancel order", "fapiPrivateDeleteOrder", params))
+        except OrderUnknownToExchange:
+            return None
+
+    def amend_order(
+        self, symbol: str, client_order_id: str, side: Side, qty: Decimal, price: Decimal
+    ) -> ExchangeOrder:
+        params = {
+            "symbol": to_exchange_id(symbol),
+            "origClientOrderId": client_order_id,
+            "side": side.value,
+            "quantity": format(qty, "f"),
+            "price": format(price, "f"),
+        }
+        return parse_order(self._call("amend order", "fapiPrivatePutOrder", params))
+
+    def fetch_open_orders(self, symbol: str | None = None) -> list[ExchangeOrder]:
+        params = {"symbol": to_exchange_id(symbol)} if symbol else {}
+        return [
+            parse_order(o) for o in self._call("open orders", "fapiPrivateGetOpenOrders", params)
+        ]
+
+    def fetch_order_trades(self, symbol: str, exchange_order_id: str) -> list[TradeReport]:
+        params = {"symbol": to_exchange_id(symbol), "orderId": exchange_order_id}
+        return [
+            parse_user_trade(t)
+            for t in self._call("order trades", "fapiPrivateGetUserTrades", params)
+        ]
+
+    def fetch_trades_since(self, symbol: str, since_ms: int) -> list[TradeReport]:
+        params = {"symbol": to_exchange_id(symbol), "startTime": since_ms, "limit": 1000}
+        return [
+            parse_user_trade(t)
+            for t in self._call("user trades", "fapiPrivateGetUserTrades", params)
+        ]
+
+    def set_leverage(self, symbol: str, leverage: int) -> None:
+        self._call(
+            "set leverage",
+            "fapiPrivatePostLeverage",
+            {"symbol": to_exchange_id(symbol), "leverage": leverage},
+        )
+
+    def fetch_positions(self) -> list[ExchangePosition]:
+        """``GET /fapi/v3/positionRisk``.
+
+        Sample item::
+
+            {"symbol": "BTCUSDT", "positionSide": "BOTH", "positionAmt": "0.010",
+             "entryPrice": "60000.1", "markPrice": "60100.0", "unRealizedProfit": "0.999", ...}
+        """
+        rows = self._call("positions", "fapiPrivateV3GetPositionRisk", {})
+        return [
+            ExchangePosition(
+                symbol=from_exchange_id(r["symbol"]),
+                qty=_d(r["positionAmt"], "positionAmt"),
+                entry_price=_d(r.get("entryPrice"), "entryPrice"),
+                mark_price=_d(r.get("markPrice"), "markPrice"),
+            )
+            for r in rows
+        ]
+
+    def close(self) -> None:
+        session = getattr(self._ex, "session", None)
+        if session is not None:
+            session.close()

@@ -1,0 +1,99 @@
+"""What the engine needs from an exchange: a small protocol and the values it trades in.
+
+The real adapter (ccxt ``binanceusdm``) and the simulator both sit behind :class:`Exchange`.
+Values are exact (Decimal from the exchange's own strings, never from ccxt's floats) and use
+canonical symbols; exchange ids stay inside the adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+from pms.domain.enums import OrderType, Side, TimeInForce
+from pms.domain.instrument import Instrument
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    symbol: str
+    side: Side
+    type: OrderType
+    qty: Decimal
+    client_order_id: str
+    price: Decimal | None = None
+    time_in_force: TimeInForce | None = None
+    reduce_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeOrder:
+    symbol: str
+    exchange_order_id: str
+    client_order_id: str
+    status: str  # Binance status: NEW, PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED, ...
+    side: Side
+    type: str
+    qty: Decimal
+    price: Decimal
+    executed_qty: Decimal
+    avg_price: Decimal
+    reduce_only: bool
+    update_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TradeReport:
+    """One fill as the exchange reports it (REST userTrades, user stream, order-sync)."""
+
+    symbol: str
+    trade_id: str
+    exchange_order_id: str
+    client_order_id: str | None
+    side: Side
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_asset: str
+    is_maker: bool
+    traded_at: datetime
+    # Set when the reporting path knows the order's cumulative state (user stream).
+    order_status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangePosition:
+    symbol: str
+    qty: Decimal  # signed
+    entry_price: Decimal
+    mark_price: Decimal
+
+
+class Exchange(Protocol):
+    def load_instruments(self) -> dict[str, Instrument]: ...
+
+    def create_order(self, request: OrderRequest) -> ExchangeOrder: ...
+
+    def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None: ...
+
+    def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None: ...
+
+    def amend_order(
+        self, symbol: str, client_order_id: str, side: Side, qty: Decimal, price: Decimal
+    ) -> ExchangeOrder: ...
+
+    def fetch_open_orders(self, symbol: str | None = None) -> list[ExchangeOrder]: ...
+
+    def fetch_order_trades(self, symbol: str, exchange_order_id: str) -> list[TradeReport]: ...
+
+    def fetch_trades_since(self, symbol: str, since_ms: int) -> list[TradeReport]: ...
+
+    def set_leverage(self, symbol: str, leverage: int) -> None: ...
+
+    def fetch_mark_price(self, symbol: str) -> Decimal: ...
+
+    def fetch_positions(self) -> list[ExchangePosition]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,153 @@
+"""All simulator state in one object, owned by the server's event loop (no locks needed).
+
+``SimConfig`` is the frozen start-up configuration; ``SimState`` holds the markets, the
+master account, the matching engine, the WebSocket hub, listen keys, faults and knobs.
+``reset()`` rebuilds markets, account and orders from the config (connections stay open).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from pms.clock import Clock
+from pms.sim.account import Account, m8
+from pms.sim.faults import FaultBook
+from pms.sim.feeds import Feeds
+from pms.sim.instruments import DEFAULT_SYMBOLS, SymbolSpec, spec_for
+from pms.sim.market import Market
+from pms.sim.matching import Engine
+from pms.sim.ws import Hub
+
+LISTEN_KEY_TTL_MS = 60 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    api_key: str = "pms-sim-key"
+    secret: str = "pms-sim-secret"
+    seed: int = 1
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    tick_ms: int = 250
+    paused: bool = False
+    balance: Decimal = Decimal("1000000")
+    heartbeat_s: float = 180.0
+    start_prices: dict[str, Decimal] = field(default_factory=dict)
+
+
+class ListenKeys:
+    """The master account's listen key: one active key, 60 minutes per keepalive."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.key: str | None = None
+        self.expires_ms = 0
+
+    def create(self) -> str:
+        if self.key is None:
+            self.key = secrets.token_urlsafe(48).replace("-", "x").replace("_", "y")[:64]
+        self.expires_ms = self.clock.ms() + LISTEN_KEY_TTL_MS
+        return self.key
+
+    def keepalive(self) -> str | None:
+        if self.key is None:
+            return None
+        self.expires_ms = self.clock.ms() + LISTEN_KEY_TTL_MS
+        return self.key
+
+    def delete(self) -> str | None:
+        key, self.key = self.key, None
+        return key
+
+    def due(self) -> str | None:
+        """The key if it has just expired (it is then forgotten)."""
+        if self.key is not None and self.clock.ms() >= self.expires_ms:
+            return self.delete()
+        return None
+
+    def valid(self, key: str) -> bool:
+        return self.key is not None and key == self.key and self.clock.ms() < self.expires_ms
+
+
+class RateCounter:
+    """Sliding-window counters behind ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-*``."""
+
+    def __init__(self) -> None:
+        self.weights: deque[tuple[int, int]] = deque()
+        self.orders: deque[int] = deque()
+
+    def record(self, now: int, weight: int, order: bool) -> tuple[int, int, int]:
+        self.weights.append((now, weight))
+        if order:
+            self.orders.append(now)
+        while self.weights and self.weights[0][0] <= now - 60_000:
+            self.weights.popleft()
+        while self.orders and self.orders[0] <= now - 60_000:
+            self.orders.popleft()
+        used = sum(w for _, w in self.weights)
+        ten = sum(1 for t in self.orders if t > now - 10_000)
+        return used, ten, len(self.orders)
+
+
+class SimState:
+    def __init__(self, config: SimConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.hub = Hub(clock)
+        self.feeds = Feeds(self.hub, clock)
+        self.faults = FaultBook()
+        self.listen_keys = ListenKeys(clock)
+        self.rates = RateCounter()
+        self.latency_ms = 0
+        self.walk_paused = config.paused
+        self.walk_speed = 1.0
+        self.firehose_rate = 0
+        self.firehose_symbols: list[str] = []
+        self.specs: dict[str, SymbolSpec] = {}
+        self.markets: dict[str, Market] = {}
+        self.account: Account
+        self.engine: Engine
+        self.reset()
+
+    def reset(self) -> None:
+        self.specs = {s: spec_for(s) for s in self.config.symbols}
+        self.markets = {
+            s: Market(spec, self.config.seed, self.config.start_prices.get(s, Decimal(0)))
+            for s, spec in self.specs.items()
+        }
+        self.account = Account(self.specs, self.mark, self.config.balance, self.clock.ms())
+        self.engine = Engine(self.markets, self.account, self.feeds, self.clock.ms)
+        self.faults.clear()
+        self.latency_ms = 0
+        self.walk_paused = self.config.paused
+        self.walk_speed = 1.0
+
+    def mark(self, symbol: str) -> Decimal:
+        return self.markets[symbol].mark
+
+    def market(self, symbol: str) -> Market:
+        from pms.sim.errors import invalid_symbol
+
+        m = self.markets.get(symbol.upper())
+        if m is None:
+            raise invalid_symbol()
+        return m
+
+    def snapshot(self) -> dict[str, object]:
+        """``GET /sim/state``: orders, fills, positions, balances and armed faults."""
+        acct = self.engine.account
+        return {
+            "orders": [o.payload() for o in self.engine.orders.values()],
+            "fills": [t.payload() for t in self.engine.trades],
+            "positions": [
+                acct.position_risk(s, self.engine.open_order_im().get(s, Decimal(0)))
+                for s in self.specs
+            ],
+            "balances": {"USDT": m8(acct.wallet), "available": m8(self.engine.available())},
+            "faults": self.faults.payload(),
+            "prices": {s: str(m.mid) for s, m in self.markets.items()},
+            "listenKey": self.listen_keys.key,
+            "walk": {"paused": self.walk_paused, "speed": self.walk_speed},
+        }
