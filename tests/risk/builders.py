@@ -85,9 +85,16 @@ def pos(symbol: str, qty: str, entry: str, leverage: int = 20) -> RiskPosition:
 
 
 def order(
-    symbol: str, side: Side, qty: str, price: str | None, leverage: int = 10, reduce_only: bool = False
+    symbol: str,
+    side: Side,
+    qty: str,
+    price: str | None,
+    leverage: int = 10,
+    reduce_only: bool = False,
 ) -> OpenOrder:
-    return OpenOrder(symbol, side, D(qty), None if price is None else D(price), leverage, reduce_only)
+    return OpenOrder(
+        symbol, side, D(qty), None if price is None else D(price), leverage, reduce_only
+    )
 
 
 def intent(
