@@ -65,9 +65,13 @@ def _snapshot(context: RiskContext) -> RiskSnapshot:
 
 
 def _worst_qty(context: RiskContext, symbol: str, side: Side, extra: Decimal) -> Decimal:
-    """|position| if every working order on ``side`` (plus ``extra``) fills."""
+    """|position| if every working non-reduce-only order on ``side`` (plus ``extra``) fills."""
     pending = sum(
-        (o.qty for o in context.open_orders if o.symbol == symbol and o.side is side),
+        (
+            o.qty
+            for o in context.open_orders
+            if o.symbol == symbol and o.side is side and not o.reduce_only
+        ),
         start=ZERO,
     )
     if side is Side.BUY:
