@@ -94,6 +94,11 @@ class ResultStore:
         log.info("result already stored", requestId=request_id)
         return False, wire.loads(existing)
 
+    def publish_only(self, result: Mapping[str, Any]) -> None:
+        """Publish ``result`` without storing it (an answer that must not replace the stored
+        result of the same requestId, such as DUPLICATE_REQUEST)."""
+        self._client.publish(self.channel, wire.dumps(result))
+
     def republish(self, request_id: str) -> dict[str, Any] | None:
         """Publish the stored result again (a retried request waiting on the channel)."""
         raw = self._client.get(self.key(request_id))

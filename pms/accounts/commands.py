@@ -1,0 +1,147 @@
+"""Handlers of the ``pms.accounts`` commands: parse → unit of work → domain → result data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from pms.accounts import service
+from pms.accounts.ledger import lock_account
+from pms.clock import Clock
+from pms.commands import schemas as cmd
+from pms.db.models import RiskRules
+from pms.db.session import unit_of_work
+from pms.domain.enums import AccountStatus
+from pms.domain.numbers import to_wire
+from pms.errors import Forbidden, ValidationError
+from pms.execution import views
+from pms.execution.notify import Notifier
+from pms.execution.orders import OrderService, authorize
+from pms.messaging.events import EventType
+
+_RULE_FIELDS = {
+    "maxLeverage": "max_leverage",
+    "maxNotionalPerSymbol": "max_notional_per_symbol",
+    "maxExposureMultiple": "max_exposure_multiple",
+    "liquidationMode": "liquidation_mode",
+    "warningRatio": "warning_ratio",
+    "restrictedRatio": "restricted_ratio",
+    "adl1Ratio": "adl1_ratio",
+    "adl2Ratio": "adl2_ratio",
+    "liquidationRatio": "liquidation_ratio",
+    "priceBandBps": "price_band_bps",
+    "maxOrdersPerMinute": "max_orders_per_minute",
+}
+
+
+def rules_view(rules: RiskRules) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for wire, column in _RULE_FIELDS.items():
+        value = getattr(rules, column)
+        out[wire] = to_wire(value) if hasattr(value, "as_tuple") else value
+    return out
+
+
+def _require_admin(c: cmd.Command, what: str) -> None:
+    if not c.is_admin:
+        raise Forbidden(f"{what} requires an operator (role admin)")
+
+
+class AccountCommands:
+    def __init__(
+        self, factory: sessionmaker[Session], orders: OrderService, notifier: Notifier, clock: Clock
+    ) -> None:
+        self._factory = factory
+        self._orders = orders
+        self._notify = notifier
+        self._clock = clock
+
+    def create(self, c: cmd.CreateSubAccount) -> dict[str, Any]:
+        with unit_of_work(self._factory) as s:
+            account = service.create_sub_account(s, c.userId, c.name)
+            return {
+                "subAccountId": account.id,
+                "name": account.name,
+                "userId": account.owner_user_id,
+            }
+
+    def deposit(self, c: cmd.Deposit) -> dict[str, Any]:
+        return self._move(c, c.amount, deposit=True)
+
+    def withdraw(self, c: cmd.Withdraw) -> dict[str, Any]:
+        return self._move(c, c.amount, deposit=False)
+
+    def _move(self, c: cmd.Deposit | cmd.Withdraw, amount: Any, *, deposit: bool) -> dict[str, Any]:
+        with unit_of_work(self._factory) as s:
+            account = lock_account(s, c.subAccountId)
+            authorize(account, c.userId, c.is_admin)
+            op = service.deposit if deposit else service.withdraw
+            entry = op(s, c.subAccountId, amount, request_id=c.requestId)
+            balance = views.balance_view(
+                account, entry.amount, "deposit" if deposit else "withdrawal"
+            )
+        self._notify.event(EventType.BALANCE_UPDATE, c.subAccountId, balance)
+        return {"subAccountId": c.subAccountId, "balance": balance["balance"]}
+
+    def update_risk_rules(self, c: cmd.UpdateRiskRules) -> dict[str, Any]:
+        _require_admin(c, "changing risk rules")
+        changes = {
+            col: getattr(c, wire)
+            for wire, col in _RULE_FIELDS.items()
+            if getattr(c, wire) is not None
+        }
+        if not changes:
+            raise ValidationError("no rule to change was given")
+        with unit_of_work(self._factory) as s:
+            lock_account(s, c.subAccountId)
+            rules = s.get(RiskRules, c.subAccountId)
+            assert rules is not None
+            for column, value in changes.items():
+                setattr(rules, column, value.value if hasattr(value, "value") else value)
+            ordered = (
+                rules.warning_ratio,
+                rules.restricted_ratio,
+                rules.adl1_ratio,
+                rules.adl2_ratio,
+                rules.liquidation_ratio,
+            )
+            if any(a > b for a, b in zip(ordered, ordered[1:], strict=False)):
+                raise ValidationError(
+                    "tier ratios must be ordered: warning <= restricted <= adl1 <= adl2 <= liquidation"
+                )
+            rules.updated_at = self._clock.now()
+            s.flush()
+            return {"subAccountId": c.subAccountId, "rules": rules_view(rules)}
+
+    def freeze(self, c: cmd.FreezeSubAccount) -> dict[str, Any]:
+        _require_admin(c, "freezing a sub-account")
+        with unit_of_work(self._factory) as s:
+            account = lock_account(s, c.subAccountId)
+            if account.is_house:
+                raise Forbidden("the house account cannot be frozen")
+            account.status = AccountStatus.FROZEN.value
+            ids = self._orders.open_order_ids(s, c.subAccountId)
+        cancelled = self._orders.cancel_ids(ids)["cancelled"] if ids else []
+        self._notify.event(
+            EventType.RISK_UPDATE, c.subAccountId, {"status": "FROZEN", "reason": c.reason}
+        )
+        return {
+            "subAccountId": c.subAccountId,
+            "status": "FROZEN",
+            "cancelledOrders": len(cancelled),
+        }
+
+    def unfreeze(self, c: cmd.FreezeSubAccount) -> dict[str, Any]:
+        _require_admin(c, "unfreezing a sub-account")
+        with unit_of_work(self._factory) as s:
+            account = lock_account(s, c.subAccountId)
+            if account.status != AccountStatus.FROZEN.value:
+                raise ValidationError(
+                    f"sub-account {c.subAccountId} is {account.status}, not FROZEN"
+                )
+            account.status = AccountStatus.ACTIVE.value
+        self._notify.event(
+            EventType.RISK_UPDATE, c.subAccountId, {"status": "ACTIVE", "reason": c.reason}
+        )
+        return {"subAccountId": c.subAccountId, "status": "ACTIVE"}

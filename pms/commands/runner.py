@@ -1,0 +1,140 @@
+"""Runs one command: idempotency by requestId, authorization, error mapping, one result.
+
+Idempotency is durable (Postgres ``requests``): the first delivery claims the row and holds
+its lock while it works, so a concurrent duplicate waits and then replays the stored result.
+
+- same requestId, same payload, finished → the stored result is published again; no effect;
+- same requestId, other payload → ``DUPLICATE_REQUEST`` (published, never stored over the
+  original result);
+- a delivery that finds the row unfinished (its worker died, or the first attempt ended with a
+  retryable error) runs the handler again; handlers resume from what they persisted (an
+  order intent is found by requestId and resolved by clientOrderId, never placed twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orjson
+import structlog
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from pms.clock import Clock
+from pms.commands.schemas import MAX_COMMAND_BYTES, parse_command
+from pms.db.models import Request
+from pms.errors import DuplicateRequest, PmsError, RetryableError, ValidationError
+from pms.messaging import results
+from pms.messaging.results import ResultStore
+
+log = structlog.get_logger(__name__)
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[M], dict[str, Any]]
+
+
+def payload_hash(raw: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class CommandRunner:
+    def __init__(
+        self, session_factory: sessionmaker[Session], results_store: ResultStore, clock: Clock
+    ) -> None:
+        self._factory = session_factory
+        self._results = results_store
+        self._clock = clock
+
+    def run(
+        self, actor: str, raw: Any, model: type[M], handler: Handler[M]
+    ) -> dict[str, Any] | None:
+        request_id = raw.get("requestId") if isinstance(raw, dict) else None
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= 64:
+            # Without a usable requestId there is nowhere to answer: log and drop.
+            log.warning("command without a valid requestId dropped", actor=actor)
+            return None
+        with structlog.contextvars.bound_contextvars(requestId=request_id, actor=actor):
+            try:
+                size = len(orjson.dumps(raw))
+                if size > MAX_COMMAND_BYTES:
+                    raise ValidationError(
+                        f"command is {size} bytes; the limit is {MAX_COMMAND_BYTES}"
+                    )
+                command = parse_command(model, raw)
+            except (ValidationError, TypeError) as exc:
+                error = exc if isinstance(exc, PmsError) else ValidationError(str(exc))
+                return self._answer(request_id, results.from_exception(request_id, error))
+            except orjson.JSONEncodeError:
+                err = ValidationError("command contains values that are not JSON")
+                return self._answer(request_id, results.from_exception(request_id, err))
+            return self._run_once(actor, request_id, raw, command, handler)
+
+    def _run_once(
+        self, actor: str, request_id: str, raw: dict[str, Any], command: M, handler: Handler[M]
+    ) -> dict[str, Any]:
+        digest = payload_hash(raw)
+        session = self._factory()
+        try:
+            with session.begin():
+                session.execute(
+                    insert(Request)
+                    .values(
+                        request_id=request_id,
+                        actor=actor,
+                        user_id=raw.get("userId"),
+                        payload_hash=digest,
+                    )
+                    .on_conflict_do_nothing(index_elements=["request_id"])
+                )
+                row = session.execute(
+                    select(Request).where(Request.request_id == request_id).with_for_update()
+                ).scalar_one()
+                if row.payload_hash != digest or row.actor != actor:
+                    dup = DuplicateRequest(
+                        f"requestId {request_id} was already used for a different command",
+                        {"actor": row.actor},
+                    )
+                    result = results.from_exception(request_id, dup)
+                    self._results.publish_only(result)
+                    return result
+                if row.status == "DONE" and row.result is not None:
+                    log.info("duplicate delivery answered from the stored result")
+                    stored: dict[str, Any] = row.result
+                    self._results.put(request_id, stored)
+                    return stored
+                result, final = self._call(request_id, command, handler)
+                if final:
+                    row.status = "DONE"
+                    row.result = result
+                    row.completed_at = self._clock.now()
+            # Stored durably first; then delivered.
+            self._results.put(request_id, result)
+            return result
+        finally:
+            session.close()
+
+    def _call(
+        self, request_id: str, command: M, handler: Handler[M]
+    ) -> tuple[dict[str, Any], bool]:
+        try:
+            return results.ok(request_id, handler(command)), True
+        except RetryableError as exc:
+            # Nothing certain happened: leave the request open so a retry resumes it.
+            log.warning("command ended with a retryable error", code=exc.code, error=exc.message)
+            return results.from_exception(request_id, exc), False
+        except PmsError as exc:
+            log.info("command refused", code=exc.code, error=exc.message)
+            return results.from_exception(request_id, exc), True
+        except Exception:
+            log.exception("command failed unexpectedly")
+            internal = PmsError(
+                "internal error; the command may be retried with the same requestId"
+            )
+            return results.from_exception(request_id, internal), False
+
+    def _answer(self, request_id: str, result: dict[str, Any]) -> dict[str, Any]:
+        self._results.put(request_id, result)
+        return result

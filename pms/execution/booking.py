@@ -1,0 +1,259 @@
+"""The one fill-booking path. Every way we learn of a fill (the REST response, the user
+stream, order-sync, a takeover) calls :func:`book_fill`.
+
+In one transaction, under the sub-account's row lock: the fill row (unique per symbol and
+exchange trade id, so a fill reported twice is booked once), the order's filled quantity and
+average price, the position (open, add, reduce, close, flip; weighted entry; realized PnL;
+fees) and the ledger (realized PnL and fee entries). A sub-account's balance never goes below
+zero: a loss beyond it is charged to the house account as an INSURANCE entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from pms.accounts.ledger import lock_account, post_entry
+from pms.accounts.service import house_account
+from pms.db.models import Fill, Order, Position, SubAccount
+from pms.domain.enums import LedgerKind, OrderStatus
+from pms.domain.numbers import ZERO
+from pms.exchange.model import TradeReport
+from pms.execution import views
+from pms.execution.position_math import apply_fill
+from pms.messaging.events import EventType
+
+TERMINAL = {
+    OrderStatus.FILLED.value,
+    OrderStatus.CANCELED.value,
+    OrderStatus.EXPIRED.value,
+    OrderStatus.REJECTED.value,
+}
+Event = tuple[EventType, int, dict[str, Any]]
+
+
+@dataclass(slots=True)
+class Booked:
+    fill_id: int
+    sub_account_id: int
+    events: list[Event] = field(default_factory=list)
+    open_positions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def find_order(session: Session, trade: TradeReport) -> Order | None:
+    if trade.client_order_id:
+        order = session.execute(
+            select(Order).where(Order.client_order_id == trade.client_order_id)
+        ).scalar_one_or_none()
+        if order is not None:
+            return order
+    return session.execute(
+        select(Order).where(
+            Order.symbol == trade.symbol, Order.exchange_order_id == trade.exchange_order_id
+        )
+    ).scalar_one_or_none()
+
+
+def book_fill(session: Session, trade: TradeReport, source: str) -> Booked | None:
+    """Book ``trade`` once. Returns None when it was already booked or is not one of ours."""
+    order = find_order(session, trade)
+    if order is None:
+        return None
+    account = lock_account(session, order.sub_account_id)
+    fill_id = session.execute(
+        insert(Fill)
+        .values(
+            sub_account_id=account.id,
+            order_id=order.id,
+            symbol=trade.symbol,
+            exchange_trade_id=trade.trade_id,
+            side=trade.side.value,
+            qty=trade.qty,
+            price=trade.price,
+            fee=trade.fee,
+            fee_asset=trade.fee_asset,
+            is_maker=trade.is_maker,
+            source=source,
+            traded_at=trade.traded_at,
+        )
+        .on_conflict_do_nothing(constraint="uq_fills_trade")
+        .returning(Fill.id)
+    ).scalar_one_or_none()
+    if fill_id is None:
+        return None
+    session.refresh(order, with_for_update=True)
+    _update_order(order, trade)
+    position, realized = _update_position(session, account.id, trade, order.leverage)
+    fee_usdt = trade.fee if trade.fee_asset == "USDT" else ZERO
+    balance_events = _post_pnl_and_fee(session, account, realized, fee_usdt, fill_id)
+    if position is not None:
+        position.fees_paid += fee_usdt
+    session.execute(update(Fill).where(Fill.id == fill_id).values(realized_pnl=realized))
+
+    booked = Booked(fill_id=fill_id, sub_account_id=account.id)
+    booked.events.append(
+        (
+            EventType.TRADE_FILL,
+            account.id,
+            views.fill_view(fill_id, order, trade, realized, source),
+        )
+    )
+    booked.events.append((EventType.ORDER_UPDATE, account.id, views.order_view(order)))
+    if position is not None:
+        booked.events.append((EventType.POSITION_UPDATE, account.id, views.position_view(position)))
+    booked.events.extend(balance_events)
+    booked.open_positions = open_positions_view(session, account.id)
+    return booked
+
+
+def _update_order(order: Order, trade: TradeReport) -> None:
+    new_filled = min(order.filled_qty + trade.qty, order.qty)
+    previous_cost = (order.avg_price or ZERO) * order.filled_qty
+    order.avg_price = ((previous_cost + trade.price * trade.qty) / new_filled).quantize(
+        Decimal("1e-12")
+    )
+    order.filled_qty = new_filled
+    if order.status not in TERMINAL:
+        order.status = (
+            OrderStatus.FILLED.value
+            if new_filled == order.qty
+            else OrderStatus.PARTIALLY_FILLED.value
+        )
+    if trade.order_status in TERMINAL:
+        order.status = trade.order_status
+    if order.exchange_order_id is None:
+        order.exchange_order_id = trade.exchange_order_id
+
+
+def _update_position(
+    session: Session, sub_account_id: int, trade: TradeReport, leverage: int
+) -> tuple[Position | None, Decimal]:
+    position = session.execute(
+        select(Position)
+        .where(
+            Position.sub_account_id == sub_account_id,
+            Position.symbol == trade.symbol,
+            Position.closed_at.is_(None),
+        )
+        .with_for_update()
+    ).scalar_one_or_none()
+    qty = position.qty if position else ZERO
+    entry = position.entry_price if position else ZERO
+    effect = apply_fill(qty, entry, trade.side, trade.qty, trade.price)
+    if position is None:
+        position = Position(
+            sub_account_id=sub_account_id,
+            symbol=trade.symbol,
+            qty=ZERO,
+            entry_price=ZERO,
+            realized_pnl=ZERO,
+            fees_paid=ZERO,
+            leverage=leverage,
+            opened_at=trade.traded_at,
+        )
+        session.add(position)
+    position.realized_pnl += effect.realized
+    position.updated_at = trade.traded_at
+    if effect.flipped:
+        # Close the old row (it keeps its realized PnL); the remainder opens a new row.
+        position.qty = ZERO
+        position.closed_at = trade.traded_at
+        session.flush()
+        position = Position(
+            sub_account_id=sub_account_id,
+            symbol=trade.symbol,
+            qty=effect.qty,
+            entry_price=effect.entry,
+            realized_pnl=ZERO,
+            fees_paid=ZERO,
+            leverage=leverage,
+            opened_at=trade.traded_at,
+            updated_at=trade.traded_at,
+        )
+        session.add(position)
+    elif effect.qty == 0:
+        position.qty = ZERO
+        position.closed_at = trade.traded_at
+    else:
+        position.qty = effect.qty
+        position.entry_price = effect.entry
+    session.flush()
+    return position, effect.realized
+
+
+def _charge(
+    session: Session, account: SubAccount, kind: LedgerKind, amount: Decimal, fill_id: int
+) -> Decimal:
+    """Post ``amount``; if it would take the balance below zero, post what there is and
+    return the shortfall for the house to absorb."""
+    if amount == 0:
+        return ZERO
+    shortfall = ZERO
+    if account.wallet_balance + amount < 0:
+        shortfall = -(account.wallet_balance + amount)
+        amount = -account.wallet_balance
+    if amount != 0:
+        post_entry(session, account, kind, amount, ref_type="fill", ref_id=str(fill_id))
+    return shortfall
+
+
+def _post_pnl_and_fee(
+    session: Session, account: SubAccount, realized: Decimal, fee: Decimal, fill_id: int
+) -> list[Event]:
+    before = account.wallet_balance
+    shortfall = _charge(session, account, LedgerKind.REALIZED_PNL, realized, fill_id)
+    shortfall += _charge(session, account, LedgerKind.FEE, -fee, fill_id)
+    events: list[Event] = []
+    if shortfall > 0:
+        absorb_shortfall(
+            session, account.id, shortfall, ref_type="fill", ref_id=str(fill_id), events=events
+        )
+    if account.wallet_balance != before:
+        events.insert(
+            0,
+            (
+                EventType.BALANCE_UPDATE,
+                account.id,
+                views.balance_view(account, account.wallet_balance - before, "fill"),
+            ),
+        )
+    return events
+
+
+def absorb_shortfall(
+    session: Session,
+    sub_account_id: int,
+    shortfall: Decimal,
+    *,
+    ref_type: str,
+    ref_id: str,
+    events: list[Event],
+) -> None:
+    """The house insurance entry pays for a loss a sub-account's balance could not cover."""
+    house = lock_account(session, house_account(session).id)
+    post_entry(
+        session,
+        house,
+        LedgerKind.INSURANCE,
+        -shortfall,
+        ref_type=ref_type,
+        ref_id=f"{ref_id}:{sub_account_id}",
+        note=f"shortfall of sub-account {sub_account_id}",
+    )
+    events.append(
+        (EventType.BALANCE_UPDATE, house.id, views.balance_view(house, -shortfall, "insurance"))
+    )
+
+
+def open_positions_view(session: Session, sub_account_id: int) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(Position)
+        .where(Position.sub_account_id == sub_account_id, Position.closed_at.is_(None))
+        .order_by(Position.symbol)
+    ).scalars()
+    return [views.position_view(p) for p in rows]

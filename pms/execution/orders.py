@@ -1,0 +1,492 @@
+"""Order use cases: place (market/limit), cancel, cancel all, close position, set leverage.
+
+The shape of every placement:
+
+1. under the sub-account's row lock: validate (pure checks) and persist the intent with its
+   ``clientOrderId`` (status PENDING_NEW): the intent reserves margin for the next order;
+2. call the exchange (outside any transaction); on an unknown outcome the adapter resolves by
+   clientOrderId and never re-sends blindly;
+3. record the acknowledgement and book the fills the exchange reports for that order through
+   the one booking path (idempotent by trade id);
+4. publish events after each commit.
+
+A redelivered command finds its intent by requestId and continues from step 2 or 3.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from pms.accounts.ledger import lock_account
+from pms.clock import Clock
+from pms.commands import schemas as cmd
+from pms.db.models import Order, Position, RiskRules, SubAccount, SymbolLeverage
+from pms.db.session import unit_of_work
+from pms.domain.enums import OrderStatus, OrderType, Side, TimeInForce
+from pms.domain.numbers import quantize_down
+from pms.errors import (
+    ExchangeUnavailable,
+    Forbidden,
+    LeverageTooHigh,
+    NotFound,
+    PmsError,
+    RetryableError,
+    ValidationError,
+)
+from pms.exchange.errors import UnknownOrderState
+from pms.exchange.model import Exchange, ExchangeOrder, OrderRequest
+from pms.execution import views
+from pms.execution.booking import Booked, book_fill
+from pms.execution.context import build_context
+from pms.execution.instruments import InstrumentCache
+from pms.execution.notify import Notifier
+from pms.marketdata.prices import PriceService
+from pms.risk.context import OrderIntent, Quote
+from pms.risk.validator import validate
+
+log = structlog.get_logger(__name__)
+
+CLIENT_ID_PREFIX = "pms-"
+_EXCHANGE_STATUS = {
+    "NEW": OrderStatus.NEW,
+    "PARTIALLY_FILLED": OrderStatus.PARTIALLY_FILLED,
+    "FILLED": OrderStatus.FILLED,
+    "CANCELED": OrderStatus.CANCELED,
+    "EXPIRED": OrderStatus.EXPIRED,
+    "EXPIRED_IN_MATCH": OrderStatus.EXPIRED,
+    "REJECTED": OrderStatus.REJECTED,
+}
+
+
+def client_order_id(order_id: int) -> str:
+    return f"{CLIENT_ID_PREFIX}{order_id}"
+
+
+def authorize(account: SubAccount, user_id: str, is_admin: bool) -> None:
+    if account.is_house and not is_admin:
+        raise Forbidden("the house account is operated by admins only")
+    if not is_admin and account.owner_user_id != user_id:
+        raise Forbidden(f"sub-account {account.id} does not belong to user {user_id}")
+
+
+class OrderService:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        exchange: Exchange,
+        instruments: InstrumentCache,
+        prices: PriceService,
+        notifier: Notifier,
+        clock: Clock,
+    ) -> None:
+        self._factory = factory
+        self._exchange = exchange
+        self._instruments = instruments
+        self._prices = prices
+        self._notify = notifier
+        self._clock = clock
+
+    # -- placing ----------------------------------------------------------------------------
+
+    def place_market(self, c: cmd.PlaceMarketOrder) -> dict[str, Any]:
+        return self._place(c, OrderType.MARKET, None, None, False, origin="manual")
+
+    def place_limit(self, c: cmd.PlaceLimitOrder) -> dict[str, Any]:
+        tif = TimeInForce.GTX if c.postOnly else c.timeInForce
+        return self._place(c, OrderType.LIMIT, c.price, tif, c.postOnly, origin="manual")
+
+    def _place(
+        self,
+        c: cmd.PlaceMarketOrder | cmd.PlaceLimitOrder,
+        order_type: OrderType,
+        price: Decimal | None,
+        tif: TimeInForce | None,
+        post_only: bool,
+        *,
+        origin: str,
+    ) -> dict[str, Any]:
+        existing = self._find_by_request(c.requestId)
+        if existing is not None:
+            return self._resume(existing)
+        order_id = self._persist_intent(c, order_type, price, tif, post_only, origin)
+        return self._send(order_id)
+
+    def place_internal(
+        self,
+        sub_account_id: int,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        *,
+        origin: str,
+        request_id: str,
+        reduce_only: bool = True,
+    ) -> dict[str, Any]:
+        """A reduce-only market order decided by the engine (close, liquidation, ADL)."""
+        command = cmd.PlaceMarketOrder(
+            requestId=request_id,
+            userId="engine",
+            role="admin",
+            subAccountId=sub_account_id,
+            symbol=symbol,
+            side=side,
+            qty=qty,
+            reduceOnly=reduce_only,
+        )
+        existing = self._find_by_request(request_id)
+        if existing is not None:
+            return self._resume(existing)
+        order_id = self._persist_intent(command, OrderType.MARKET, None, None, False, origin)
+        return self._send(order_id)
+
+    def _persist_intent(
+        self,
+        c: cmd.PlaceMarketOrder | cmd.PlaceLimitOrder,
+        order_type: OrderType,
+        price: Decimal | None,
+        tif: TimeInForce | None,
+        post_only: bool,
+        origin: str,
+    ) -> int:
+        instrument = self._instruments.get(c.symbol)
+        with unit_of_work(self._factory) as s:
+            account = lock_account(s, c.subAccountId)
+            authorize(account, c.userId, c.is_admin)
+            symbols = {c.symbol} | set(self._held_symbols(s, account.id))
+            marks, quotes = {}, {}
+            for symbol in symbols:
+                view = self._prices.get(symbol)
+                marks[symbol] = view.mark
+                if view.bid and view.ask:
+                    quotes[symbol] = Quote(bid=view.bid, ask=view.ask)
+            qty = c.qty
+            if qty is None:
+                assert c.notional is not None
+                reference = price or marks[c.symbol]
+                step = (
+                    instrument.step_size
+                    if order_type is OrderType.LIMIT
+                    else instrument.market_step_size
+                )
+                qty = quantize_down(c.notional / reference, step)
+                if qty <= 0:
+                    raise ValidationError(
+                        f"notional {c.notional} buys less than one step ({step}) of {c.symbol}"
+                    )
+            intent = OrderIntent(
+                symbol=c.symbol,
+                side=c.side,
+                qty=qty,
+                order_type=order_type,
+                price=price,
+                reduce_only=c.reduceOnly,
+                post_only=post_only,
+                time_in_force=tif,
+                leverage=c.leverage,
+            )
+            context = build_context(s, account, self._instruments.all(), marks, quotes, self._clock)
+            decision = validate(intent, context)
+            if not decision.accepted:
+                primary = decision.primary
+                assert primary is not None
+                error = primary.to_exception()
+                error.details["reasons"] = [r.to_error() for r in decision.reasons]
+                raise error
+            order_id = int(s.execute(select(func.nextval("orders_id_seq"))).scalar_one())
+            order = Order(
+                id=order_id,
+                client_order_id=client_order_id(order_id),
+                sub_account_id=account.id,
+                symbol=c.symbol,
+                side=c.side.value,
+                type=order_type.value,
+                qty=qty,
+                price=price,
+                reduce_only=c.reduceOnly,
+                post_only=post_only,
+                time_in_force=tif.value if tif else None,
+                leverage=context.leverage_for(intent),
+                status=OrderStatus.PENDING_NEW.value,
+                filled_qty=Decimal(0),
+                origin=origin,
+                request_id=c.requestId,
+            )
+            s.add(order)
+            if c.leverage is not None:
+                self._remember_leverage(s, account.id, c.symbol, c.leverage)
+        log.info(
+            "order intent persisted", orderId=order_id, subAccountId=c.subAccountId, symbol=c.symbol
+        )
+        return order_id
+
+    def _send(self, order_id: int) -> dict[str, Any]:
+        with unit_of_work(self._factory) as s:
+            order = s.get(Order, order_id)
+            assert order is not None
+            request = OrderRequest(
+                symbol=order.symbol,
+                side=Side(order.side),
+                type=OrderType(order.type),
+                qty=order.qty,
+                client_order_id=order.client_order_id,
+                price=order.price,
+                time_in_force=TimeInForce(order.time_in_force) if order.time_in_force else None,
+                reduce_only=order.reduce_only,
+            )
+        try:
+            acked = self._exchange.create_order(request)
+        except UnknownOrderState as exc:
+            if exc.details.get("placed") is False:
+                self._reject(order_id, exc)
+            # placed unknown: the intent stays PENDING_NEW; a retry or order-sync settles it.
+            raise
+        except PmsError as exc:
+            self._reject(order_id, exc)
+            raise
+        return self._record_ack(order_id, acked)
+
+    def _reject(self, order_id: int, exc: PmsError) -> None:
+        with unit_of_work(self._factory) as s:
+            order = s.get(Order, order_id, with_for_update=True)
+            assert order is not None
+            if order.status == OrderStatus.PENDING_NEW.value:
+                order.status = OrderStatus.REJECTED.value
+                order.reject_reason = f"{exc.code}: {exc.message}"[:500]
+                order.updated_at = self._clock.now()
+            view = views.order_view(order)
+        self._notify.order(view)
+
+    def _record_ack(self, order_id: int, acked: ExchangeOrder) -> dict[str, Any]:
+        """Store the exchange's view of the order and book the fills it reports."""
+        with unit_of_work(self._factory) as s:
+            order = s.get(Order, order_id, with_for_update=True)
+            assert order is not None
+            order.exchange_order_id = acked.exchange_order_id
+            if order.status == OrderStatus.PENDING_NEW.value:
+                order.status = OrderStatus.NEW.value
+                order.updated_at = self._clock.now()
+            symbol = order.symbol
+        booked = self._book_order_trades(symbol, acked) if acked.executed_qty > 0 else []
+        with unit_of_work(self._factory) as s:
+            order = s.get(Order, order_id, with_for_update=True)
+            assert order is not None
+            status = _EXCHANGE_STATUS.get(acked.status)
+            # A terminal state is taken once every fill it implies is booked; until then the
+            # order stays open and the user stream or order-sync completes it.
+            if status is not None and not status.is_open and order.filled_qty >= acked.executed_qty:
+                if order.status != status.value:
+                    order.status = status.value
+                    order.updated_at = self._clock.now()
+            view = views.order_view(order)
+        if not booked:
+            self._notify.order(view)
+        return view
+
+    def _book_order_trades(self, symbol: str, acked: ExchangeOrder) -> list[Booked]:
+        booked: list[Booked] = []
+        for trade in self._exchange.fetch_order_trades(symbol, acked.exchange_order_id):
+            with unit_of_work(self._factory) as s:
+                result = book_fill(s, trade, "rest")
+            if result is not None:
+                booked.append(result)
+                self._notify.booked(result)
+        return booked
+
+    def _resume(self, order: Order) -> dict[str, Any]:
+        """A redelivered command: continue from what was persisted, by clientOrderId."""
+        log.info("resuming order from a previous delivery", orderId=order.id, status=order.status)
+        if order.status == OrderStatus.REJECTED.value:
+            raise ValidationError(f"order {order.id} was rejected: {order.reject_reason}")
+        found = self._exchange.fetch_order(order.symbol, order.client_order_id)
+        if found is None:
+            if order.status == OrderStatus.PENDING_NEW.value:
+                return self._send(order.id)
+            raise ExchangeUnavailable(
+                f"exchange no longer reports order {order.id}; order-sync will settle it"
+            )
+        return self._record_ack(order.id, found)
+
+    def _find_by_request(self, request_id: str) -> Order | None:
+        with unit_of_work(self._factory) as s:
+            return (
+                s.execute(select(Order).where(Order.request_id == request_id).order_by(Order.id))
+                .scalars()
+                .first()
+            )
+
+    @staticmethod
+    def _held_symbols(s: Session, sub_account_id: int) -> list[str]:
+        rows = s.execute(
+            select(Position.symbol).where(
+                Position.sub_account_id == sub_account_id, Position.closed_at.is_(None)
+            )
+        ).scalars()
+        return list(rows)
+
+    @staticmethod
+    def _remember_leverage(s: Session, sub_account_id: int, symbol: str, leverage: int) -> None:
+        s.execute(
+            insert(SymbolLeverage)
+            .values(sub_account_id=sub_account_id, symbol=symbol, leverage=leverage)
+            .on_conflict_do_update(
+                index_elements=["sub_account_id", "symbol"], set_={"leverage": leverage}
+            )
+        )
+
+    # -- cancelling -------------------------------------------------------------------------
+
+    def cancel(self, c: cmd.CancelOrder) -> dict[str, Any]:
+        with unit_of_work(self._factory) as s:
+            query = select(Order).where(Order.sub_account_id == c.subAccountId)
+            query = (
+                query.where(Order.id == c.orderId)
+                if c.orderId
+                else query.where(Order.client_order_id == c.clientOrderId)
+            )
+            order = s.execute(query).scalar_one_or_none()
+            account = s.get(SubAccount, c.subAccountId)
+            if account is None:
+                raise NotFound(f"sub-account {c.subAccountId} does not exist")
+            authorize(account, c.userId, c.is_admin)
+            if order is None:
+                raise NotFound(
+                    f"order {c.orderId or c.clientOrderId} not found on sub-account {c.subAccountId}"
+                )
+            order_id = order.id
+        return self.cancel_order_id(order_id)
+
+    def cancel_order_id(self, order_id: int) -> dict[str, Any]:
+        with unit_of_work(self._factory) as s:
+            order = s.get(Order, order_id)
+            assert order is not None
+            if not OrderStatus(order.status).is_open:
+                return views.order_view(order)
+            symbol, coid = order.symbol, order.client_order_id
+        cancelled = self._exchange.cancel_order(symbol, coid)
+        if cancelled is None:
+            # Unknown to the exchange: it never arrived (or is long gone). Settle by fetching.
+            found = self._exchange.fetch_order(symbol, coid)
+            if found is None:
+                return self._close_locally(order_id, OrderStatus.CANCELED, "not on exchange")
+            cancelled = found
+        return self._record_ack(order_id, cancelled)
+
+    def _close_locally(self, order_id: int, status: OrderStatus, reason: str) -> dict[str, Any]:
+        with unit_of_work(self._factory) as s:
+            order = s.get(Order, order_id, with_for_update=True)
+            assert order is not None
+            if OrderStatus(order.status).is_open:
+                order.status = status.value
+                order.reject_reason = reason
+                order.updated_at = self._clock.now()
+            view = views.order_view(order)
+        self._notify.order(view)
+        return view
+
+    def cancel_all(self, c: cmd.CancelAllOrders) -> dict[str, Any]:
+        with unit_of_work(self._factory) as s:
+            account = s.get(SubAccount, c.subAccountId)
+            if account is None:
+                raise NotFound(f"sub-account {c.subAccountId} does not exist")
+            authorize(account, c.userId, c.is_admin)
+            ids = self.open_order_ids(s, c.subAccountId, c.symbol)
+        return self.cancel_ids(ids)
+
+    def cancel_ids(self, ids: list[int]) -> dict[str, Any]:
+        cancelled, failed = [], []
+        for order_id in ids:
+            try:
+                cancelled.append(self.cancel_order_id(order_id))
+            except RetryableError as exc:
+                failed.append({"orderId": order_id, "error": exc.to_error()})
+        if failed:
+            raise ExchangeUnavailable(
+                f"{len(failed)} of {len(ids)} cancels did not complete; retry",
+                {"cancelled": cancelled, "failed": failed},
+            )
+        return {"cancelled": cancelled}
+
+    @staticmethod
+    def open_order_ids(s: Session, sub_account_id: int, symbol: str | None = None) -> list[int]:
+        query = select(Order.id).where(
+            Order.sub_account_id == sub_account_id,
+            Order.status.in_([st.value for st in OrderStatus if st.is_open]),
+        )
+        if symbol:
+            query = query.where(Order.symbol == symbol)
+        return list(s.execute(query.order_by(Order.id)).scalars())
+
+    # -- positions and leverage ---------------------------------------------------------------
+
+    def close_position(self, c: cmd.ClosePosition) -> dict[str, Any]:
+        existing = self._find_by_request(c.requestId)
+        if existing is not None:
+            return self._resume(existing)
+        with unit_of_work(self._factory) as s:
+            account = s.get(SubAccount, c.subAccountId)
+            if account is None:
+                raise NotFound(f"sub-account {c.subAccountId} does not exist")
+            authorize(account, c.userId, c.is_admin)
+            position = s.execute(
+                select(Position).where(
+                    Position.sub_account_id == c.subAccountId,
+                    Position.symbol == c.symbol,
+                    Position.closed_at.is_(None),
+                )
+            ).scalar_one_or_none()
+            if position is None or position.qty == 0:
+                raise NotFound(f"no open {c.symbol} position on sub-account {c.subAccountId}")
+            held = abs(position.qty)
+            side = Side.SELL if position.qty > 0 else Side.BUY
+        qty = held if c.qty is None else c.qty
+        if qty > held:
+            raise ValidationError(f"cannot close {qty}: the position is {held}")
+        order = cmd.PlaceMarketOrder(
+            requestId=c.requestId,
+            userId=c.userId,
+            role=c.role,
+            subAccountId=c.subAccountId,
+            symbol=c.symbol,
+            side=side,
+            qty=qty,
+            reduceOnly=True,
+        )
+        order_id = self._persist_intent(order, OrderType.MARKET, None, None, False, "close")
+        return self._send(order_id)
+
+    def set_leverage(self, c: cmd.SetLeverage) -> dict[str, Any]:
+        """Leverage is per sub-account and symbol, enforced by our checks; the master account
+        runs at the symbol's maximum so it never refuses what a sub-account may do."""
+        instrument = self._instruments.get(c.symbol)
+        with unit_of_work(self._factory) as s:
+            account = lock_account(s, c.subAccountId)
+            authorize(account, c.userId, c.is_admin)
+            rules = s.get(RiskRules, account.id)
+            assert rules is not None
+            cap = min(rules.max_leverage, instrument.max_leverage)
+            if c.leverage > cap:
+                raise LeverageTooHigh(
+                    f"leverage {c.leverage} is above the maximum {cap} for {c.symbol}",
+                    {
+                        "max": cap,
+                        "ruleMax": rules.max_leverage,
+                        "exchangeMax": instrument.max_leverage,
+                    },
+                )
+            self._remember_leverage(s, account.id, c.symbol, c.leverage)
+            position = s.execute(
+                select(Position).where(
+                    Position.sub_account_id == account.id,
+                    Position.symbol == c.symbol,
+                    Position.closed_at.is_(None),
+                )
+            ).scalar_one_or_none()
+            if position is not None:
+                position.leverage = c.leverage
+        return {"subAccountId": c.subAccountId, "symbol": c.symbol, "leverage": c.leverage}
