@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pms.errors import ValidationError
 from pms.risk.checks import (
     check_account_status,
     check_leverage,
@@ -53,8 +54,13 @@ def validate(
 ) -> Decision:
     """Accepted (no reasons) or denied with every reason; ``reasons[0]`` is the primary.
 
-    All checks run even after a failure so the trader can fix everything in one go.
+    All checks run even after a failure so the trader can fix everything in one go. A NaN
+    or infinite qty or price (only possible if the edge's ``parse_decimal`` was bypassed) is
+    refused alone: Decimal comparisons on NaN raise, and no other check could judge it.
     """
+    numbers = (intent.qty,) if intent.price is None else (intent.qty, intent.price)
+    if not all(value.is_finite() for value in numbers):
+        return Decision((Reason(ValidationError.code, "qty and price must be finite numbers", {}),))
     reasons = []
     for check in checks:
         reason = check(intent, context)

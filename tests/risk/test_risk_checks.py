@@ -253,3 +253,9 @@ def test_validate_reports_every_reason_primary_first() -> None:
 def test_validate_unknown_symbol_is_reported_once() -> None:
     decision = validate(intent(symbol="DOGE/USDT:USDT"), context())
     assert [r.code for r in decision.reasons] == ["UNKNOWN_SYMBOL"]
+
+
+@pytest.mark.parametrize("bad", [intent(qty="NaN"), intent(price="Infinity"), intent(price="sNaN")])
+def test_validate_refuses_non_finite_numbers_without_raising(bad: OrderIntent) -> None:
+    decision = validate(bad, context())
+    assert [r.code for r in decision.reasons] == ["VALIDATION_ERROR"]

@@ -148,7 +148,9 @@ tiers = st.sampled_from(list(Tier))
 sides = st.sampled_from(list(Side))
 odd_decimals = st.one_of(
     scaled(-(10**8), 10**8, 4),
-    st.sampled_from([D(0), D("1e-18"), D("1e15"), D("-1e15"), D("0.0015")]),
+    st.sampled_from(
+        [D(0), D("1e-18"), D("1e15"), D("-1e15"), D("0.0015"), D("NaN"), D("-Infinity")]
+    ),
 )
 
 
