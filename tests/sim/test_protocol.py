@@ -107,12 +107,14 @@ def test_off_tick_price_with_fine_tick_symbol(raw: Raw) -> None:
 
 
 def test_unknown_order_and_route(raw: Raw) -> None:
-    assert raw.send("GET", "/fapi/v1/order", {"symbol": "BTCUSDT", "orderId": 5}).json()[
-        "code"
-    ] == -2013
-    assert raw.send("DELETE", "/fapi/v1/order", {"symbol": "BTCUSDT", "orderId": 5}).json()[
-        "code"
-    ] == -2011
+    assert (
+        raw.send("GET", "/fapi/v1/order", {"symbol": "BTCUSDT", "orderId": 5}).json()["code"]
+        == -2013
+    )
+    assert (
+        raw.send("DELETE", "/fapi/v1/order", {"symbol": "BTCUSDT", "orderId": 5}).json()["code"]
+        == -2011
+    )
     assert raw.send("GET", "/fapi/v1/order", {"symbol": "BTCUSDT"}).json()["code"] == -1102
     nope = raw.send("GET", "/fapi/v1/nothing", signed=False)
     assert nope.status_code == 404 and nope.json()["code"] == -5000
@@ -136,7 +138,7 @@ def test_ccxt_public_endpoints(ex: Any) -> None:
 texts = st.one_of(
     st.text(max_size=12),
     st.sampled_from(["0", "-1", "1e9", "NaN", "Infinity", "0.0000001", "99999999999999999999",
-                     "1,5", " ", "0x10", "１", "true", "%00", "[]", "{}", "1e-30"]),
+                     "1,5", " ", "0x10", "\uff11", "true", "%00", "[]", "{}", "1e-30"]),
 )  # fmt: skip
 KEYS = ["symbol", "side", "type", "quantity", "price", "timeInForce", "reduceOnly",
         "newClientOrderId", "positionSide", "orderId", "origClientOrderId", "recvWindow"]  # fmt: skip

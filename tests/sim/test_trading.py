@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 from typing import Any
 
@@ -50,7 +51,7 @@ def test_leverage_and_brackets(ex: Any) -> None:
     tiers = ex.fetch_leverage_tiers([BTC])[BTC]
     assert (tiers[0]["maxLeverage"], tiers[0]["maintenanceMarginRate"]) == (125, 0.004)
     # cum continuity: maintenance margin is the same on both sides of every boundary
-    for lower, upper in zip(tiers, tiers[1:], strict=False):
+    for lower, upper in itertools.pairwise(tiers):
         cap = D(str(lower["maxNotional"]))
         mm_low = cap * D(str(lower["info"]["maintMarginRatio"])) - D(str(lower["info"]["cum"]))
         mm_up = cap * D(str(upper["info"]["maintMarginRatio"])) - D(str(upper["info"]["cum"]))
@@ -70,9 +71,7 @@ def test_market_order_walks_the_book_and_pays_taker_fee(ex: Any, sim: SimServer)
     assert D(info["avgPrice"]) > asks[0][0]  # slippage: worse than the best ask
     trades = ex.fapiPrivateGetUserTrades({"symbol": "BTCUSDT"})
     fee = sum(D(t["commission"]) for t in trades)
-    per_level = sum(
-        (D(t["qty"]) * D(t["price"]) * D("0.0005")).quantize(D("1e-8")) for t in trades
-    )
+    per_level = sum((D(t["qty"]) * D(t["price"]) * D("0.0005")).quantize(D("1e-8")) for t in trades)
     assert fee == per_level
     assert all(t["maker"] is False for t in trades)
     assert D(sim.admin("/sim/state")["balances"]["USDT"]) == D("1000000") - fee
