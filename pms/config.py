@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     sim_url: str = "http://127.0.0.1:8765"
     sim_api_key: str = "pms-sim-key"
     sim_api_secret: SecretStr = SecretStr("pms-sim-secret")
+    # How long one exchange REST call may take before its outcome is treated as unknown.
+    exchange_timeout_ms: int = Field(default=5000, ge=100, le=60_000)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8888, ge=1, le=65535)
     log_level: str = "INFO"

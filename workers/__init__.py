@@ -1,2 +1,6 @@
+from workers import (  # noqa: F401
+    accounts,
+    system,
+    trading,
+)
 from workers import broker as _broker  # noqa: F401  (the broker must exist before any actor)
-from workers import system  # noqa: F401

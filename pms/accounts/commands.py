@@ -16,6 +16,7 @@ from pms.domain.enums import AccountStatus
 from pms.domain.numbers import to_wire
 from pms.errors import Forbidden, ValidationError
 from pms.execution import views
+from pms.execution.context import rules_view as rules_view_of
 from pms.execution.notify import Notifier
 from pms.execution.orders import OrderService, authorize
 from pms.messaging.events import EventType
@@ -99,17 +100,10 @@ class AccountCommands:
             assert rules is not None
             for column, value in changes.items():
                 setattr(rules, column, value.value if hasattr(value, "value") else value)
-            ordered = (
-                rules.warning_ratio,
-                rules.restricted_ratio,
-                rules.adl1_ratio,
-                rules.adl2_ratio,
-                rules.liquidation_ratio,
-            )
-            if any(a > b for a, b in zip(ordered, ordered[1:], strict=False)):
-                raise ValidationError(
-                    "tier ratios must be ordered: warning <= restricted <= adl1 <= adl2 <= liquidation"
-                )
+            try:
+                rules_view_of(rules)  # the thresholds must still be ordered
+            except ValueError as exc:
+                raise ValidationError(str(exc)) from None
             rules.updated_at = self._clock.now()
             s.flush()
             return {"subAccountId": c.subAccountId, "rules": rules_view(rules)}

@@ -279,10 +279,12 @@ class OrderService:
             status = _EXCHANGE_STATUS.get(acked.status)
             # A terminal state is taken once every fill it implies is booked; until then the
             # order stays open and the user stream or order-sync completes it.
-            if status is not None and not status.is_open and order.filled_qty >= acked.executed_qty:
-                if order.status != status.value:
-                    order.status = status.value
-                    order.updated_at = self._clock.now()
+            settled = (
+                status is not None and not status.is_open and order.filled_qty >= acked.executed_qty
+            )
+            if settled and status is not None and order.status != status.value:
+                order.status = status.value
+                order.updated_at = self._clock.now()
             view = views.order_view(order)
         if not booked:
             self._notify.order(view)

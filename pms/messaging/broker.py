@@ -42,7 +42,7 @@ import redis
 import structlog
 from dramatiq.brokers.redis import DEFAULT_DEAD_MESSAGE_TTL, RedisBroker
 from dramatiq.common import current_millis, dq_name, q_name
-from dramatiq.errors import ConnectionClosed
+from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
@@ -255,7 +255,11 @@ class WakeConsumer(dramatiq.Consumer):
                 data = self.message_cache.popleft()
                 if data is None:  # HMGET of a message deleted under us (dramatiq #266)
                     continue
-                message = Message.decode(data)
+                try:
+                    message = Message.decode(data)
+                except DecodeError:
+                    self._dead_letter_undecodable(data)
+                    continue
                 self.queued_message_ids.add(message.message_id)
                 return dramatiq.MessageProxy(message)
 
@@ -279,6 +283,20 @@ class WakeConsumer(dramatiq.Consumer):
 
             if pubsub.get_message(timeout=self.wait_s) is None:
                 return None  # fallback poll: ConsumerThread checks shutdown and delayed messages
+
+    def _dead_letter_undecodable(self, data: bytes) -> None:
+        """A payload that is not a Dramatiq message (hostile or corrupt producer) must not
+        stall the consumer nor come back after a restart: find its id among this consumer's
+        unacked messages and move it to the dead-letter queue."""
+        acks = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+        msgs = wire.msgs_key(self.broker.namespace, self.queue_name)
+        for raw_id in self.broker.client.smembers(acks):
+            if self.broker.client.hget(msgs, raw_id) == data:
+                message_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                self.broker.do_nack(self.queue_name, message_id)
+                log.error("undecodable message dead-lettered", queue=self.queue_name, redis_message_id=message_id)
+                return
+        log.error("undecodable message dropped: its id was not found", queue=self.queue_name)
 
     def _subscription(self) -> redis.client.PubSub:
         if self._pubsub is None:
