@@ -40,8 +40,10 @@ def translate(exc: Exception, *, action: str, retry_after: str | None = None) ->
         return UnknownOrderState(
             f"exchange did not answer {action} clearly; state unknown", details
         )
-    if isinstance(exc, ccxt.NetworkError):
-        return UnknownOrderState(f"network error during {action}; state unknown", details)
+    if isinstance(exc, ccxt.OperationFailed):
+        # NetworkError and Binance's -1000/-1006/-1007 "unknown" family: it may have happened.
+        return UnknownOrderState(f"exchange could not confirm {action}; state unknown", details)
     if isinstance(exc, ccxt.BadRequest | ccxt.InvalidOrder | ccxt.BadSymbol | ccxt.ExchangeError):
         return ExchangeRejected(f"exchange rejected {action}: {message[:200]}", details)
-    return ExchangeUnavailable(f"unexpected exchange error during {action}", details)
+    # Anything else: we cannot tell whether it happened, so callers must resolve first.
+    return UnknownOrderState(f"unexpected exchange error during {action}; state unknown", details)

@@ -303,8 +303,6 @@ class OrderService:
     def _resume(self, order: Order) -> dict[str, Any]:
         """A redelivered command: continue from what was persisted, by clientOrderId."""
         log.info("resuming order from a previous delivery", orderId=order.id, status=order.status)
-        if order.status == OrderStatus.REJECTED.value:
-            raise ValidationError(f"order {order.id} was rejected: {order.reject_reason}")
         found = self._exchange.fetch_order(order.symbol, order.client_order_id)
         if found is None:
             if order.status == OrderStatus.PENDING_NEW.value:
@@ -315,12 +313,13 @@ class OrderService:
         return self._record_ack(order.id, found)
 
     def _find_by_request(self, request_id: str) -> Order | None:
+        """The live intent of a previous delivery. A REJECTED one placed nothing, so a retry
+        (allowed only after a retryable refusal) is a fresh decision."""
         with unit_of_work(self._factory) as s:
-            return (
-                s.execute(select(Order).where(Order.request_id == request_id).order_by(Order.id))
-                .scalars()
-                .first()
+            query = select(Order).where(
+                Order.request_id == request_id, Order.status != OrderStatus.REJECTED.value
             )
+            return s.execute(query.order_by(Order.id)).scalars().first()
 
     @staticmethod
     def _held_symbols(s: Session, sub_account_id: int) -> list[str]:

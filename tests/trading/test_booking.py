@@ -1,0 +1,192 @@
+"""The one booking path: idempotent by trade id; positions open, add, reduce, close and flip
+with exact realized PnL; a loss beyond the balance lands on the house insurance entry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from pms.accounts.ledger import ledger_sum
+from pms.accounts.service import get_account, house_account
+from pms.db.models import Fill, LedgerEntry, Order, Position
+from pms.db.session import unit_of_work
+from pms.domain.enums import Side
+from pms.exchange.model import TradeReport
+from pms.execution.booking import book_fill
+from pms.execution.position_math import apply_fill
+from tests.factories import funded_account
+
+D = Decimal
+BTC = "BTC/USDT:USDT"
+_trade_ids = iter(range(10**9, 2 * 10**9))
+
+
+def make_order(factory: sessionmaker[Session], sub: int, side: str, qty: str) -> Order:
+    with unit_of_work(factory) as s:
+        oid = int(s.execute(select(func.nextval("orders_id_seq"))).scalar_one())
+        order = Order(
+            id=oid,
+            client_order_id=f"pms-{oid}",
+            sub_account_id=sub,
+            symbol=BTC,
+            side=side,
+            type="MARKET",
+            qty=D(qty),
+            leverage=10,
+            status="NEW",
+            filled_qty=D(0),
+            exchange_order_id=str(oid),
+        )
+        s.add(order)
+    return order
+
+
+def trade(order: Order, qty: str, price: str, fee: str = "0") -> TradeReport:
+    return TradeReport(
+        symbol=BTC,
+        trade_id=str(next(_trade_ids)),
+        exchange_order_id=str(order.id),
+        client_order_id=order.client_order_id,
+        side=Side(order.side),
+        qty=D(qty),
+        price=D(price),
+        fee=D(fee),
+        fee_asset="USDT",
+        is_maker=False,
+        traded_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def book(factory: sessionmaker[Session], t: TradeReport) -> bool:
+    with unit_of_work(factory) as s:
+        return book_fill(s, t, "test") is not None
+
+
+def open_position(factory: sessionmaker[Session], sub: int) -> Position | None:
+    with unit_of_work(factory) as s:
+        return s.execute(
+            select(Position).where(Position.sub_account_id == sub, Position.closed_at.is_(None))
+        ).scalar_one_or_none()
+
+
+def test_a_fill_reported_twice_is_booked_once(session_factory: sessionmaker[Session]) -> None:
+    sub, _ = funded_account(session_factory, "1000")
+    order = make_order(session_factory, sub, "BUY", "0.01")
+    t = trade(order, "0.01", "60000", fee="0.3")
+    assert book(session_factory, t) is True
+    assert book(session_factory, t) is False  # the user stream reports it again
+    with unit_of_work(session_factory) as s:
+        assert (
+            s.execute(
+                select(func.count()).select_from(Fill).where(Fill.sub_account_id == sub)
+            ).scalar_one()
+            == 1
+        )
+        assert get_account(s, sub).wallet_balance == D("999.7") == ledger_sum(s, sub)
+        assert s.get(Order, order.id).status == "FILLED"
+
+
+def test_open_add_reduce_flip_close_with_exact_pnl(session_factory: sessionmaker[Session]) -> None:
+    sub, _ = funded_account(session_factory, "10000")
+    buy = make_order(session_factory, sub, "BUY", "0.03")
+    book(session_factory, trade(buy, "0.01", "60000"))
+    book(session_factory, trade(buy, "0.02", "61500"))  # entry (600 + 1230) / 0.03 = 61000
+    pos = open_position(session_factory, sub)
+    assert pos and pos.qty == D("0.03") and pos.entry_price == D("61000")
+    sell = make_order(session_factory, sub, "SELL", "0.05")
+    book(session_factory, trade(sell, "0.01", "62000"))  # reduce: +10
+    book(
+        session_factory, trade(sell, "0.04", "60000")
+    )  # close 0.02 at -1000 each: -20; open short 0.02
+    pos = open_position(session_factory, sub)
+    assert pos and pos.qty == D("-0.02") and pos.entry_price == D("60000")
+    cover = make_order(session_factory, sub, "BUY", "0.02")
+    book(session_factory, trade(cover, "0.02", "59000"))  # short profit 0.02 * 1000 = +20
+    assert open_position(session_factory, sub) is None
+    with unit_of_work(session_factory) as s:
+        pnl = [
+            e.amount
+            for e in s.execute(
+                select(LedgerEntry)
+                .where(LedgerEntry.sub_account_id == sub, LedgerEntry.kind == "REALIZED_PNL")
+                .order_by(LedgerEntry.id)
+            ).scalars()
+        ]
+        assert pnl == [D("10"), D("-20"), D("20")]
+        assert get_account(s, sub).wallet_balance == D("10010")
+        closed = s.execute(
+            select(func.count())
+            .select_from(Position)
+            .where(Position.sub_account_id == sub, Position.closed_at.is_not(None))
+        ).scalar_one()
+        assert closed == 2
+
+
+def test_loss_beyond_the_balance_is_absorbed_by_the_house(
+    session_factory: sessionmaker[Session],
+) -> None:
+    sub, _ = funded_account(session_factory, "100")
+    with unit_of_work(session_factory) as s:
+        house_before = house_account(s).wallet_balance
+    buy = make_order(session_factory, sub, "BUY", "0.01")
+    book(session_factory, trade(buy, "0.01", "60000"))
+    sell = make_order(session_factory, sub, "SELL", "0.01")
+    book(
+        session_factory, trade(sell, "0.01", "40000", fee="0.2")
+    )  # loss 200 + fee on a 100 balance
+    with unit_of_work(session_factory) as s:
+        assert get_account(s, sub).wallet_balance == 0 == ledger_sum(s, sub)
+        house = house_account(s)
+        assert house.wallet_balance == house_before - D("100.2")
+        insurance = (
+            s.execute(
+                select(LedgerEntry)
+                .where(LedgerEntry.sub_account_id == house.id, LedgerEntry.kind == "INSURANCE")
+                .order_by(LedgerEntry.id.desc())
+            )
+            .scalars()
+            .first()
+        )
+        assert insurance is not None and insurance.amount == D("-100.2")
+
+
+fills = st.lists(
+    st.tuples(st.sampled_from([Side.BUY, Side.SELL]), st.integers(1, 50), st.integers(100, 200)),
+    min_size=1,
+    max_size=30,
+)
+
+
+@given(fills)
+def test_realized_pnl_equals_cash_flow_when_flat(sequence: list[tuple[Side, int, int]]) -> None:
+    qty, entry, realized, cash = D(0), D(0), D(0), D(0)
+    for side, q, p in sequence:
+        effect = apply_fill(qty, entry, side, D(q), D(p))
+        qty, entry, realized = effect.qty, effect.entry, realized + effect.realized
+        cash += D(q) * D(p) * (-side.sign)
+    if qty != 0:  # close at a known price to compare
+        last = D(150)
+        effect = apply_fill(qty, entry, Side.SELL if qty > 0 else Side.BUY, abs(qty), last)
+        realized += effect.realized
+        cash += abs(qty) * last * (1 if qty > 0 else -1)
+        assert effect.qty == 0
+    assert abs(realized - cash) < D("1e-6")
+
+
+@given(st.integers(1, 100), st.integers(1, 100), st.integers(1, 1000), st.integers(1, 1000))
+def test_adding_keeps_entry_between_prices(q1: int, q2: int, p1: int, p2: int) -> None:
+    first = apply_fill(D(0), D(0), Side.BUY, D(q1), D(p1))
+    second = apply_fill(first.qty, first.entry, Side.BUY, D(q2), D(p2))
+    assert min(p1, p2) <= second.entry <= max(p1, p2)
+    assert second.realized == 0 and second.qty == q1 + q2
+
+
+def test_apply_fill_refuses_nonsense() -> None:
+    with pytest.raises(ValueError):
+        apply_fill(D(0), D(0), Side.BUY, D(0), D(1))
