@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 from decimal import Decimal
 
 from aiohttp import web
@@ -35,6 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--api-key", default=None, help="default: PMS_SIM_API_KEY")
     parser.add_argument("--api-secret", default=None, help="default: PMS_SIM_API_SECRET")
     parser.set_defaults(func=run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pms.sim.cli --port 8765 ...`` (the same options as ``pms sim``)."""
+    parser = argparse.ArgumentParser(prog="pms")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["sim", *(sys.argv[1:] if argv is None else argv)])
+    code: int = args.func(args)
+    return code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,3 +79,7 @@ async def _serve(config: SimConfig, host: str, port: int, firehose: int) -> None
     finally:
         await runner.cleanup()
         print("pms sim stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -58,6 +59,7 @@ class Market:
     _rng: random.Random = field(init=False)
     _salt: int = field(init=False)
     _consumed: dict[Decimal, Decimal] = field(default_factory=dict)
+    _qty_cache: dict[Decimal, Decimal] = field(default_factory=dict)
     _last_bids: dict[Decimal, Decimal] = field(default_factory=dict)
     _last_asks: dict[Decimal, Decimal] = field(default_factory=dict)
 
@@ -101,23 +103,36 @@ class Market:
         return quantize_down(self.mid, tick) + tick
 
     def _level_qty(self, price: Decimal) -> Decimal:
+        cached = self._qty_cache.get(price)
+        if cached is not None:
+            return cached
         units = int(price / self.spec.tick)
         factor = Decimal(_mix(units ^ self._salt) % 181 + 20) / 100  # 0.20 .. 2.00
-        return max(self.spec.step, quantize_down(self.spec.level_qty * factor, self.spec.step))
+        qty = max(self.spec.step, quantize_down(self.spec.level_qty * factor, self.spec.step))
+        if len(self._qty_cache) > 50_000:
+            self._qty_cache.clear()
+        self._qty_cache[price] = qty
+        return qty
 
     def side_levels(self, buy_side: bool, depth: int = LEVELS) -> list[Level]:
         """Levels best first; ``buy_side`` True gives the bids."""
+        return list(self.iter_levels(buy_side, depth))
+
+    def iter_levels(self, buy_side: bool, depth: int = LEVELS) -> Iterator[Level]:
+        """Lazily, best first: matching stops as soon as it has what it needs."""
         tick = self.spec.tick
-        start = self.best_bid() if buy_side else self.best_ask()
-        out: list[Level] = []
-        for i in range(depth):
-            price = start - tick * i if buy_side else start + tick * i
+        step = -tick if buy_side else tick
+        price = self.best_bid() if buy_side else self.best_ask()
+        consumed = self._consumed
+        for _ in range(depth):
             if price <= 0:
-                break
-            qty = self._level_qty(price) - self._consumed.get(price, Decimal(0))
+                return
+            qty = self._level_qty(price)
+            if consumed:
+                qty -= consumed.get(price, Decimal(0))
             if qty > 0:
-                out.append((price, qty))
-        return out
+                yield price, qty
+            price += step
 
     def consume(self, price: Decimal, qty: Decimal) -> None:
         self._consumed[price] = self._consumed.get(price, Decimal(0)) + qty

@@ -57,6 +57,7 @@ class Engine:
         self.sink = sink
         self.now = now
         self.orders: dict[int, Order] = {}
+        self._open: dict[int, Order] = {}  # index of open orders (closed ones pruned lazily)
         self.by_client: dict[tuple[str, str], int] = {}
         self.trades: list[Trade] = []
         self.drop_trade_events = 0
@@ -65,11 +66,10 @@ class Engine:
 
     # --- queries ---------------------------------------------------------------------
     def open_orders(self, symbol: str | None = None) -> list[Order]:
-        return [
-            o
-            for o in self.orders.values()
-            if o.status.is_open and (symbol is None or o.symbol == symbol)
-        ]
+        closed = [oid for oid, o in self._open.items() if not o.status.is_open]
+        for oid in closed:
+            del self._open[oid]
+        return [o for o in self._open.values() if symbol is None or o.symbol == symbol]
 
     def find(self, symbol: str, order_id: int | None, client_id: str | None) -> Order | None:
         if order_id is not None:
@@ -124,6 +124,7 @@ class Engine:
             seq=next(self._seq),
         )
         self.orders[order.order_id] = order
+        self._open[order.order_id] = order
         self.by_client[(req.symbol, req.client_id)] = order.order_id
         self._emit(order, "NEW")
         if req.tif is Tif.FOK and self._takeable(market, order) < self._fillable(order):
@@ -175,7 +176,7 @@ class Engine:
         )
         touched = False
         for order in resting:
-            levels = market.side_levels(not order.buy, MAX_WALK_LEVELS)
+            levels = market.iter_levels(not order.buy, MAX_WALK_LEVELS)
             for lvl_price, lvl_qty in levels:
                 if (lvl_price > order.price) if order.buy else (lvl_price < order.price):
                     break
@@ -229,7 +230,7 @@ class Engine:
 
     def _takeable(self, market: Market, order: Order) -> Decimal:
         total = ZERO
-        for price, qty in market.side_levels(not order.buy, MAX_WALK_LEVELS):
+        for price, qty in market.iter_levels(not order.buy, MAX_WALK_LEVELS):
             if not self._limit_ok(order, price):
                 break
             total += qty
@@ -237,7 +238,7 @@ class Engine:
 
     def _take(self, market: Market, order: Order) -> None:
         filled = False
-        for price, qty in market.side_levels(not order.buy, MAX_WALK_LEVELS):
+        for price, qty in market.iter_levels(not order.buy, MAX_WALK_LEVELS):
             want = self._fillable(order)
             if want <= 0 or not self._limit_ok(order, price):
                 break

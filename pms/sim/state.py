@@ -76,19 +76,22 @@ class RateCounter:
 
     def __init__(self) -> None:
         self.weights: deque[tuple[int, int]] = deque()
-        self.orders: deque[int] = deque()
+        self.used = 0
+        self.orders_1m: deque[int] = deque()
+        self.orders_10s: deque[int] = deque()
 
     def record(self, now: int, weight: int, order: bool) -> tuple[int, int, int]:
         self.weights.append((now, weight))
-        if order:
-            self.orders.append(now)
+        self.used += weight
         while self.weights and self.weights[0][0] <= now - 60_000:
-            self.weights.popleft()
-        while self.orders and self.orders[0] <= now - 60_000:
-            self.orders.popleft()
-        used = sum(w for _, w in self.weights)
-        ten = sum(1 for t in self.orders if t > now - 10_000)
-        return used, ten, len(self.orders)
+            self.used -= self.weights.popleft()[1]
+        if order:
+            self.orders_1m.append(now)
+            self.orders_10s.append(now)
+        for window, span in ((self.orders_1m, 60_000), (self.orders_10s, 10_000)):
+            while window and window[0] <= now - span:
+                window.popleft()
+        return self.used, len(self.orders_10s), len(self.orders_1m)
 
 
 class SimState:
