@@ -222,3 +222,27 @@ def test_margin_insufficient(ex: Any) -> None:
     ex.set_leverage(1, BTC)
     with pytest.raises(ccxt.InsufficientFunds):  # 20 BTC * 60000 / 1 > 1,000,000
         ex.create_order(BTC, "limit", "buy", 20, 59000)
+
+
+def test_async_ccxt_client(sim: SimServer) -> None:
+    import asyncio
+
+    from pms.exchange.ccxt_factory import make_binanceusdm
+
+    async def go() -> Any:
+        ex = make_binanceusdm(sim.url, sim.api_key, sim.secret, asynchronous=True)
+        try:
+            await ex.load_markets()
+            return await ex.create_order(BTC, "market", "buy", 0.01)
+        finally:
+            await ex.close()
+
+    assert asyncio.run(go())["status"] == "closed"
+
+
+def test_factory_keeps_binance_urls_without_base_url() -> None:
+    from pms.exchange.ccxt_factory import make_binanceusdm
+
+    ex = make_binanceusdm(None, "k", "s")
+    assert ex.urls["api"]["fapiPrivate"].startswith("https://fapi.binance.com")
+    assert ex.options["fetchCurrencies"] is False and ex.options["maxRetriesOnFailure"] == 0
