@@ -19,6 +19,7 @@ from pms.errors import PmsError
 COMMAND_MODULES = (
     "pms.cli.db",
     "pms.cli.account",
+    "pms.sim.cli",
     "pms.cli.worker",
 )
 

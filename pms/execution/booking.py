@@ -65,11 +65,28 @@ def book_fill(session: Session, trade: TradeReport, source: str) -> Booked | Non
     if order is None:
         return None
     account = lock_account(session, order.sub_account_id)
+    return _book(session, account, order, trade, source, order.leverage)
+
+
+def book_transfer_fill(
+    session: Session, account: SubAccount, trade: TradeReport, source: str, leverage: int
+) -> Booked | None:
+    """Book a fill that no exchange order made: one leg of a takeover at mark price.
+
+    ``trade.trade_id`` must be unique per symbol (e.g. ``takeover:{event}:{account}``); the
+    caller holds the account's lock.
+    """
+    return _book(session, account, None, trade, source, leverage)
+
+
+def _book(
+    session: Session, account: SubAccount, order: Order | None, trade: TradeReport, source: str, leverage: int
+) -> Booked | None:
     fill_id = session.execute(
         insert(Fill)
         .values(
             sub_account_id=account.id,
-            order_id=order.id,
+            order_id=order.id if order else None,
             symbol=trade.symbol,
             exchange_trade_id=trade.trade_id,
             side=trade.side.value,
@@ -86,9 +103,10 @@ def book_fill(session: Session, trade: TradeReport, source: str) -> Booked | Non
     ).scalar_one_or_none()
     if fill_id is None:
         return None
-    session.refresh(order, with_for_update=True)
-    _update_order(order, trade)
-    position, realized = _update_position(session, account.id, trade, order.leverage)
+    if order is not None:
+        session.refresh(order, with_for_update=True)
+        _update_order(order, trade)
+    position, realized = _update_position(session, account.id, trade, leverage)
     fee_usdt = trade.fee if trade.fee_asset == "USDT" else ZERO
     balance_events = _post_pnl_and_fee(session, account, realized, fee_usdt, fill_id)
     if position is not None:
@@ -97,13 +115,10 @@ def book_fill(session: Session, trade: TradeReport, source: str) -> Booked | Non
 
     booked = Booked(fill_id=fill_id, sub_account_id=account.id)
     booked.events.append(
-        (
-            EventType.TRADE_FILL,
-            account.id,
-            views.fill_view(fill_id, order, trade, realized, source),
-        )
+        (EventType.TRADE_FILL, account.id, views.fill_view(fill_id, order, trade, realized, source))
     )
-    booked.events.append((EventType.ORDER_UPDATE, account.id, views.order_view(order)))
+    if order is not None:
+        booked.events.append((EventType.ORDER_UPDATE, account.id, views.order_view(order)))
     if position is not None:
         booked.events.append((EventType.POSITION_UPDATE, account.id, views.position_view(position)))
     booked.events.extend(balance_events)

@@ -39,12 +39,12 @@ def order_view(order: Order) -> dict[str, Any]:
 
 
 def fill_view(
-    fill_id: int, order: Order, trade: TradeReport, realized: Decimal, source: str
+    fill_id: int, order: Order | None, trade: TradeReport, realized: Decimal, source: str
 ) -> dict[str, Any]:
     return {
         "fillId": fill_id,
-        "orderId": order.id,
-        "clientOrderId": order.client_order_id,
+        "orderId": order.id if order else None,
+        "clientOrderId": order.client_order_id if order else None,
         "symbol": trade.symbol,
         "side": trade.side.value,
         "qty": to_wire(trade.qty),
@@ -54,7 +54,7 @@ def fill_view(
         "realizedPnl": to_wire(realized),
         "maker": trade.is_maker,
         "tradeId": trade.trade_id,
-        "origin": order.origin,
+        "origin": order.origin if order else source,
         "source": source,
         "tradedAt": int(trade.traded_at.timestamp() * 1000),
     }
