@@ -8,45 +8,44 @@ from __future__ import annotations
 
 from typing import Any
 
-import dramatiq
-
 from pms.commands import schemas as cmd
+from workers.actors import command_actor
 from workers.context import app
 
-TRADING = {"queue_name": "pms.trading", "max_retries": 0, "time_limit": 120_000}
+TRADING = command_actor("pms.trading", time_limit_ms=120_000)
 
 
-@dramatiq.actor(**TRADING)
+@TRADING
 def place_market_order(command: dict[str, Any]) -> None:
     a = app()
     a.runner.run("place_market_order", command, cmd.PlaceMarketOrder, a.orders.place_market)
 
 
-@dramatiq.actor(**TRADING)
+@TRADING
 def place_limit_order(command: dict[str, Any]) -> None:
     a = app()
     a.runner.run("place_limit_order", command, cmd.PlaceLimitOrder, a.orders.place_limit)
 
 
-@dramatiq.actor(**TRADING)
+@TRADING
 def cancel_order(command: dict[str, Any]) -> None:
     a = app()
     a.runner.run("cancel_order", command, cmd.CancelOrder, a.orders.cancel)
 
 
-@dramatiq.actor(**TRADING)
+@TRADING
 def cancel_all_orders(command: dict[str, Any]) -> None:
     a = app()
     a.runner.run("cancel_all_orders", command, cmd.CancelAllOrders, a.orders.cancel_all)
 
 
-@dramatiq.actor(**TRADING)
+@TRADING
 def close_position(command: dict[str, Any]) -> None:
     a = app()
     a.runner.run("close_position", command, cmd.ClosePosition, a.orders.close_position)
 
 
-@dramatiq.actor(**TRADING)
+@TRADING
 def set_leverage(command: dict[str, Any]) -> None:
     a = app()
     a.runner.run("set_leverage", command, cmd.SetLeverage, a.orders.set_leverage)

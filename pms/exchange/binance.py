@@ -144,6 +144,10 @@ class BinanceExchange:
         self, base_url: str | None, api_key: str, secret: str, *, timeout_ms: int = 5000
     ) -> None:
         self._ex = make_binanceusdm(base_url, api_key, secret, timeout_ms=timeout_ms)
+        # ccxt's client-side throttle sleeps ~50 ms per call (2 s for an all-symbol open
+        # orders query): too slow for order entry. Binance's own limits are enforced by
+        # the exchange (429/418 → RATE_LIMITED with Retry-After), which we surface.
+        self._ex.enableRateLimit = False
         self._time_synced = False
         self._lock = threading.Lock()
 

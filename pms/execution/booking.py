@@ -80,7 +80,12 @@ def book_transfer_fill(
 
 
 def _book(
-    session: Session, account: SubAccount, order: Order | None, trade: TradeReport, source: str, leverage: int
+    session: Session,
+    account: SubAccount,
+    order: Order | None,
+    trade: TradeReport,
+    source: str,
+    leverage: int,
 ) -> Booked | None:
     fill_id = session.execute(
         insert(Fill)

@@ -249,7 +249,7 @@ class OrderService:
         except PmsError as exc:
             self._reject(order_id, exc)
             raise
-        return self._record_ack(order_id, acked)
+        return self.record_exchange_state(order_id, acked)
 
     def _reject(self, order_id: int, exc: PmsError) -> None:
         with unit_of_work(self._factory) as s:
@@ -262,7 +262,7 @@ class OrderService:
             view = views.order_view(order)
         self._notify.order(view)
 
-    def _record_ack(self, order_id: int, acked: ExchangeOrder) -> dict[str, Any]:
+    def record_exchange_state(self, order_id: int, acked: ExchangeOrder) -> dict[str, Any]:
         """Store the exchange's view of the order and book the fills it reports."""
         with unit_of_work(self._factory) as s:
             order = s.get(Order, order_id, with_for_update=True)
@@ -310,7 +310,7 @@ class OrderService:
             raise ExchangeUnavailable(
                 f"exchange no longer reports order {order.id}; order-sync will settle it"
             )
-        return self._record_ack(order.id, found)
+        return self.record_exchange_state(order.id, found)
 
     def _find_by_request(self, request_id: str) -> Order | None:
         """The live intent of a previous delivery. A REJECTED one placed nothing, so a retry
@@ -374,11 +374,11 @@ class OrderService:
             # Unknown to the exchange: it never arrived (or is long gone). Settle by fetching.
             found = self._exchange.fetch_order(symbol, coid)
             if found is None:
-                return self._close_locally(order_id, OrderStatus.CANCELED, "not on exchange")
+                return self.close_locally(order_id, OrderStatus.CANCELED, "not on exchange")
             cancelled = found
-        return self._record_ack(order_id, cancelled)
+        return self.record_exchange_state(order_id, cancelled)
 
-    def _close_locally(self, order_id: int, status: OrderStatus, reason: str) -> dict[str, Any]:
+    def close_locally(self, order_id: int, status: OrderStatus, reason: str) -> dict[str, Any]:
         with unit_of_work(self._factory) as s:
             order = s.get(Order, order_id, with_for_update=True)
             assert order is not None

@@ -1,0 +1,1 @@
+"""Reconciliation with the exchange: order-sync and position-sync (SPEC §6)."""

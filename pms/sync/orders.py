@@ -1,0 +1,137 @@
+"""Order-sync: our open orders checked against the exchange; missed fills booked through the
+one booking path (never twice: trade ids are unique); orders gone from the exchange closed;
+exchange orders carrying our prefix that we do not know reported.
+
+Runs periodically (scheduler) and after every user-stream reconnect (streamer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+
+from pms.app import App
+from pms.db.models import Order
+from pms.db.session import unit_of_work
+from pms.domain.enums import OrderStatus
+from pms.errors import PmsError
+from pms.execution.booking import book_fill
+from pms.execution.orders import CLIENT_ID_PREFIX
+
+log = structlog.get_logger(__name__)
+
+# An intent younger than this may still be on its way to the exchange: leave it alone.
+PENDING_GRACE = timedelta(seconds=10)
+
+
+@dataclass
+class OrderSyncReport:
+    checked: int = 0
+    fills_booked: int = 0
+    closed: list[int] = field(default_factory=list)
+    unknown_on_exchange: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "checked": self.checked,
+            "fillsBooked": self.fills_booked,
+            "closed": self.closed,
+            "unknownOnExchange": self.unknown_on_exchange,
+            "errors": self.errors,
+        }
+
+
+def sync_orders(app: App, symbol: str | None = None) -> OrderSyncReport:
+    report = OrderSyncReport()
+    now = app.clock.now()
+    with unit_of_work(app.sessions) as s:
+        query = select(
+            Order.id, Order.symbol, Order.client_order_id, Order.status, Order.created_at
+        ).where(Order.status.in_([st.value for st in OrderStatus if st.is_open]))
+        if symbol:
+            query = query.where(Order.symbol == symbol)
+        open_orders = s.execute(query.order_by(Order.id)).all()
+    known = set()
+    for order_id, order_symbol, coid, status, created_at in open_orders:
+        known.add(coid)
+        report.checked += 1
+        try:
+            _sync_one(app, report, order_id, order_symbol, coid, status, now - created_at)
+        except PmsError as exc:
+            report.errors.append(f"order {order_id}: {exc.code} {exc.message}")
+    _find_unknown(app, report, known, symbol)
+    if report.fills_booked or report.closed or report.unknown_on_exchange:
+        log.warning("order-sync corrected our books", **report.as_dict())
+    return report
+
+
+def _sync_one(
+    app: App,
+    report: OrderSyncReport,
+    order_id: int,
+    symbol: str,
+    coid: str,
+    status: str,
+    age: timedelta,
+) -> None:
+    found = app.exchange.fetch_order(symbol, coid)
+    if found is None:
+        if status == OrderStatus.PENDING_NEW.value and age < PENDING_GRACE:
+            return
+        # Never reached the exchange (PENDING_NEW) or long gone from it.
+        app.orders.close_locally(
+            order_id,
+            OrderStatus.REJECTED
+            if status == OrderStatus.PENDING_NEW.value
+            else OrderStatus.EXPIRED,
+            "not found on the exchange by order-sync",
+        )
+        report.closed.append(order_id)
+        return
+    if found.executed_qty > 0:
+        for trade in app.exchange.fetch_order_trades(symbol, found.exchange_order_id):
+            with unit_of_work(app.sessions) as s:
+                booked = book_fill(s, trade, "sync")
+            if booked is not None:
+                report.fills_booked += 1
+                app.notifier.booked(booked)
+    before = status
+    view = app.orders.record_exchange_state(order_id, found)
+    if view["status"] != before and not OrderStatus(view["status"]).is_open:
+        report.closed.append(order_id)
+
+
+def _find_unknown(app: App, report: OrderSyncReport, known: set[str], symbol: str | None) -> None:
+    try:
+        on_exchange = app.exchange.fetch_open_orders(symbol)
+    except PmsError as exc:
+        report.errors.append(f"open orders: {exc.code} {exc.message}")
+        return
+    candidates = [
+        o
+        for o in on_exchange
+        if o.client_order_id.startswith(CLIENT_ID_PREFIX) and o.client_order_id not in known
+    ]
+    if not candidates:
+        return
+    with unit_of_work(app.sessions) as s:
+        ours = set(
+            s.execute(
+                select(Order.client_order_id).where(
+                    Order.client_order_id.in_([o.client_order_id for o in candidates])
+                )
+            ).scalars()
+        )
+    for o in candidates:
+        if o.client_order_id not in ours:
+            report.unknown_on_exchange.append(o.client_order_id)
+            log.error(
+                "exchange order with our prefix is unknown to us",
+                clientOrderId=o.client_order_id,
+                symbol=o.symbol,
+            )

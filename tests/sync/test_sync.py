@@ -1,0 +1,159 @@
+"""Order-sync and position-sync against the simulator, on a database of their own (position
+sums are global, so other suites' positions must not be in it)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from pms.app import App, build_app
+from pms.config import Settings
+from pms.db import migrate
+from pms.db.models import Fill, Order
+from pms.db.session import unit_of_work
+from pms.exchange.ccxt_factory import make_binanceusdm
+from pms.messaging.events import EventType
+from pms.sim.runner import SimServer
+from pms.sync.orders import sync_orders
+from pms.sync.positions import sync_positions
+from tests.conftest import create_database, drop_database
+from tests.trading.conftest import ETH, Trader
+
+D = Decimal
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimServer]:
+    with SimServer(seed=5, symbols=("BTCUSDT", "ETHUSDT"), paused=True) as server:
+        server.admin("/sim/price", {"symbol": "ETHUSDT", "price": "3000"})
+        yield server
+
+
+@pytest.fixture(scope="module")
+def app(settings: Settings, sim: SimServer) -> Iterator[App]:
+    name = f"pms_sync_{uuid.uuid4().hex[:8]}"
+    url = create_database(name)
+    own = settings.model_copy(
+        update={"database_url": url, "sim_url": sim.url, "sim_api_key": sim.api_key}
+    )
+    migrate.upgrade(own)
+    built = build_app(own)
+    yield built
+    built.close()
+    drop_database(name)
+
+
+@pytest.fixture
+def desk(app: App) -> Trader:
+    from pms.commands import schemas as cmd
+    from tests.factories import new_user
+
+    t = Trader(app, new_user())
+    t.sub_account_id = t.send(
+        "create_sub_account", (cmd.CreateSubAccount, app.accounts.create), name="s"
+    )["data"]["subAccountId"]
+    t.send(
+        "deposit",
+        (cmd.Deposit, app.accounts.deposit),
+        subAccountId=t.sub_account_id,
+        amount="20000",
+    )
+    return t
+
+
+def limit(t: Trader, side: str, qty: str, price: str) -> dict:
+    from pms.commands import schemas as cmd
+
+    result = t.send(
+        "place_limit_order",
+        (cmd.PlaceLimitOrder, t.app.orders.place_limit),
+        subAccountId=t.sub_account_id,
+        symbol=ETH,
+        side=side,
+        qty=qty,
+        price=price,
+    )
+    assert result["ok"], result
+    return result["data"]
+
+
+def test_a_fill_the_engine_never_heard_of_is_booked_once(
+    app: App, desk: Trader, sim: SimServer
+) -> None:
+    order = limit(desk, "BUY", "0.5", "2990")
+    sim.admin("/sim/price", {"symbol": "ETHUSDT", "price": "2980"})  # crosses the resting bid
+    report = sync_orders(app)
+    assert report.fills_booked >= 1 and order["orderId"] in report.closed
+    again = sync_orders(app)
+    assert again.fills_booked == 0
+    with unit_of_work(app.sessions) as s:
+        assert s.get(Order, order["orderId"]).status == "FILLED"
+        filled = s.execute(
+            select(func.sum(Fill.qty)).where(Fill.order_id == order["orderId"])
+        ).scalar_one()
+        assert filled == D("0.5")
+    sim.admin("/sim/price", {"symbol": "ETHUSDT", "price": "3000"})
+
+
+def test_intent_that_never_reached_the_exchange_is_closed(app: App, desk: Trader) -> None:
+    with unit_of_work(app.sessions) as s:
+        oid = int(s.execute(select(func.nextval("orders_id_seq"))).scalar_one())
+        s.add(
+            Order(
+                id=oid,
+                client_order_id=f"pms-{oid}",
+                sub_account_id=desk.sub_account_id,
+                symbol=ETH,
+                side="BUY",
+                type="LIMIT",
+                qty=D("0.1"),
+                price=D("2900"),
+                leverage=5,
+                status="PENDING_NEW",
+                filled_qty=D(0),
+                created_at=app.clock.now() - timedelta(minutes=5),
+            )
+        )
+    report = sync_orders(app)
+    assert oid in report.closed
+    with unit_of_work(app.sessions) as s:
+        assert s.get(Order, oid).status == "REJECTED"
+
+
+def test_unknown_order_with_our_prefix_is_reported(app: App, sim: SimServer) -> None:
+    ex = make_binanceusdm(sim.url, sim.api_key, sim.secret)
+    ex.fapiPrivatePostOrder(
+        {
+            "symbol": "ETHUSDT",
+            "side": "BUY",
+            "type": "LIMIT",
+            "quantity": "0.1",
+            "price": "2900",
+            "timeInForce": "GTC",
+            "newClientOrderId": "pms-999999999",
+        }
+    )
+    report = sync_orders(app)
+    assert "pms-999999999" in report.unknown_on_exchange
+    ex.fapiPrivateDeleteOrder({"symbol": "ETHUSDT", "origClientOrderId": "pms-999999999"})
+
+
+def test_injected_drift_is_reported_with_its_size(app: App, desk: Trader, sim: SimServer) -> None:
+    assert sync_positions(app) == [], "books and exchange agree before the injection"
+    newest = app.redis.xrevrange(app.events.stream, count=1)
+    last = newest[0][0].decode() if newest else "0"
+    sim.admin("/sim/positions/adjust", {"symbol": "ETHUSDT", "qty": "0.3"})
+    drifts = sync_positions(app)
+    assert len(drifts) == 1
+    drift = drifts[0]
+    assert drift.symbol == ETH and drift.diff == D("0.3")
+    assert "no open order explains it" in drift.cause
+    published = [e for _, e in app.events.read(last) if e["type"] == EventType.POSITION_DRIFT.value]
+    assert published and published[-1]["data"]["diff"] == "0.3"
+    sim.admin("/sim/positions/adjust", {"symbol": "ETHUSDT", "qty": "-0.3"})
+    assert sync_positions(app) == []
