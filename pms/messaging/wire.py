@@ -171,10 +171,9 @@ def send(
 ) -> dict[str, Any]:
     """Enqueue ``command`` for ``actor_name`` as any producer would; returns the message dict.
 
-    ``message_id`` defaults to the command's ``requestId`` when it has one.
+    ``message_id`` is a fresh uuid unless given: a retried requestId must still be a distinct
+    message, since Dramatiq tracks in-flight messages by ``message_id``.
     """
-    if message_id is None and isinstance(command.get("requestId"), str):
-        message_id = command["requestId"]
     message = build_message(
         actor_name,
         command,
