@@ -1,5 +1,6 @@
 from workers import (  # noqa: F401
     accounts,
+    risk,
     sync,
     system,
     trading,

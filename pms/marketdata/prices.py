@@ -95,6 +95,14 @@ class PriceService:
     def mark(self, symbol: str) -> Decimal:
         return self.get(symbol).mark
 
+    def forget(self, symbol: str | None = None) -> None:
+        """Drop the in-process copy (all symbols when None): the next read goes to Redis/REST."""
+        with self._lock:
+            if symbol is None:
+                self._memory.clear()
+            else:
+                self._memory.pop(symbol, None)
+
     def _remember(self, view: PriceView) -> None:
         with self._lock:
             self._memory[view.symbol] = view

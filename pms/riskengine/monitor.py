@@ -1,0 +1,245 @@
+"""The risk pass: on every mark change, re-evaluate the sub-accounts that hold the symbol.
+
+Writes ``pms:risk:{subAccountId}`` (one pipelined round trip per pass), publishes
+``risk_update`` when something material changed, and asks the ``pms.risk`` queue to enforce
+the account's tier whenever its tier changes (and again, at most once a second, while it
+stays in an ADL or liquidation tier). Enforcement re-checks everything from Postgres; the
+monitor only decides *when* to look, never *what* to do.
+
+Books are kept in memory and reloaded when the account changes (``position_update``,
+``balance_update``, ``order_update`` events), so the hot path does no database work.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import redis
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from pms.clock import Clock
+from pms.db.session import unit_of_work
+from pms.domain.enums import Tier
+from pms.domain.instrument import Instrument
+from pms.marketdata.prices import price_key
+from pms.messaging.events import EventPublisher, EventType
+from pms.risk.margin import RATIO_BEYOND_LIQUIDATION
+from pms.risk.snapshot import RiskSnapshot, compute_snapshot
+from pms.risk.tiers import classify_tier
+from pms.riskengine.books import AccountBook, active_account_ids, load_book, load_books
+
+log = structlog.get_logger(__name__)
+
+RISK_KEY = "pms:risk:"
+RATIO_PLACES = Decimal("0.000001")
+MATERIAL_RATIO_MOVE = Decimal("0.01")
+REENFORCE_MS = 1_000
+WATCHED_EVENTS = (EventType.POSITION_UPDATE, EventType.BALANCE_UPDATE, EventType.ORDER_UPDATE)
+Enqueue = Callable[[int, str], None]
+
+
+def _s(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def snapshot_payload(
+    sub_account_id: int, book: AccountBook, snap: RiskSnapshot, tier: Tier, ts: int
+) -> dict[str, Any]:
+    ratio = snap.margin_ratio
+    return {
+        "subAccountId": sub_account_id,
+        "wallet": str(snap.wallet),
+        "equity": str(snap.equity),
+        "upnl": str(snap.upnl),
+        "initialMargin": str(snap.initial_margin),
+        "maintenanceMargin": str(snap.maintenance_margin),
+        # Equity at or below zero has no finite ratio; it is beyond liquidation.
+        "marginRatio": "Infinity"
+        if ratio == RATIO_BEYOND_LIQUIDATION
+        else str(ratio.quantize(RATIO_PLACES)),
+        "available": str(snap.available),
+        "tier": tier.value,
+        "status": book.status.value,
+        "positions": [
+            {
+                "symbol": p.symbol,
+                "qty": str(p.qty),
+                "entry": str(p.entry),
+                "mark": str(p.mark),
+                "upnl": str(p.upnl),
+                "notional": str(p.notional),
+                "leverage": p.leverage,
+                "liqPrice": _s(p.liq_price),
+            }
+            for p in snap.positions
+        ],
+        "ts": ts,
+    }
+
+
+@dataclass
+class _Seen:
+    tier: Tier
+    ratio: Decimal
+    enforced_at: int = 0
+
+
+class RiskMonitor:
+    def __init__(
+        self,
+        client: redis.Redis,
+        sessions: sessionmaker[Session],
+        instruments: Callable[[], Mapping[str, Instrument]],
+        events: EventPublisher,
+        clock: Clock,
+        enqueue: Enqueue,
+        *,
+        prefix: str = "",
+    ) -> None:
+        self._client = client
+        self._sessions = sessions
+        self._instruments = instruments
+        self._events = events
+        self._clock = clock
+        self._enqueue = enqueue
+        self._prefix = prefix
+        self._lock = threading.RLock()
+        self.books: dict[int, AccountBook] = {}
+        self.by_symbol: dict[str, set[int]] = {}
+        self.marks: dict[str, Decimal] = {}
+        self._seen: dict[int, _Seen] = {}
+
+    # -- books ------------------------------------------------------------------------------
+
+    def load_all(self) -> int:
+        with unit_of_work(self._sessions) as s:
+            books = load_books(s, active_account_ids(s))
+        with self._lock:
+            self.books = books
+            self.by_symbol = {}
+            for book in books.values():
+                self._index(book)
+                self._seen.setdefault(book.sub_account_id, _Seen(book.tier, Decimal(0)))
+            self._seed_marks(self.by_symbol.keys())
+        return len(books)
+
+    def reload(self, ids: Iterable[int]) -> None:
+        """Re-read these accounts (after a fill, a deposit, an order) and re-evaluate them."""
+        wanted = set(ids)
+        with unit_of_work(self._sessions) as s:
+            fresh = {i: load_book(s, i) for i in wanted}
+        with self._lock:
+            for sub_account_id, book in fresh.items():
+                self._unindex(sub_account_id)
+                if book is None or not book.symbols:
+                    self.books.pop(sub_account_id, None)
+                    continue
+                self.books[sub_account_id] = book
+                self._index(book)
+                self._seen.setdefault(sub_account_id, _Seen(book.tier, Decimal(0)))
+            self._seed_marks({s for b in fresh.values() if b for s in b.symbols})
+            present = [i for i in wanted if i in self.books]
+        if present:
+            self._evaluate(present)
+
+    def _index(self, book: AccountBook) -> None:
+        for symbol in book.symbols:
+            self.by_symbol.setdefault(symbol, set()).add(book.sub_account_id)
+
+    def _unindex(self, sub_account_id: int) -> None:
+        book = self.books.get(sub_account_id)
+        if book is None:
+            return
+        for symbol in book.symbols:
+            holders = self.by_symbol.get(symbol)
+            if holders is not None:
+                holders.discard(sub_account_id)
+
+    def _seed_marks(self, symbols: Iterable[str]) -> None:
+        missing = [s for s in symbols if s not in self.marks]
+        if not missing:
+            return
+        raws = self._client.mget([price_key(self._prefix, s) for s in missing])
+        for symbol, raw in zip(missing, raws, strict=True):
+            if raw is not None:
+                self.marks[symbol] = Decimal(orjson.loads(raw)["mark"])
+
+    # -- the pass ---------------------------------------------------------------------------
+
+    def on_marks(self, marks: Mapping[str, Decimal]) -> int:
+        """New marks arrived; re-evaluate every holder of a changed symbol. Returns how many."""
+        with self._lock:
+            changed = [s for s, m in marks.items() if self.marks.get(s) != m]
+            self.marks.update(marks)
+            affected: set[int] = set()
+            for symbol in changed:
+                affected |= self.by_symbol.get(symbol, set())
+        return self._evaluate(affected) if affected else 0
+
+    def _evaluate(self, ids: Iterable[int]) -> int:
+        now = self._clock.ms()
+        instruments = self._instruments()
+        pipe = self._client.pipeline(transaction=False)
+        updates: list[tuple[EventType, str, dict[str, Any]]] = []
+        to_enforce: list[tuple[int, str]] = []
+        count = 0
+        with self._lock:
+            for sub_account_id in ids:
+                book = self.books.get(sub_account_id)
+                if book is None:
+                    continue
+                try:
+                    snap = compute_snapshot(
+                        book.wallet, book.positions.values(), book.orders, self.marks, instruments
+                    )
+                except ValueError:
+                    continue  # a held symbol without a mark yet: wait for it rather than guess
+                seen = self._seen[sub_account_id]
+                tier = classify_tier(seen.tier, snap.margin_ratio, book.thresholds)
+                payload = snapshot_payload(sub_account_id, book, snap, tier, now)
+                pipe.set(f"{self._prefix}{RISK_KEY}{sub_account_id}", orjson.dumps(payload))
+                count += 1
+                if tier != seen.tier:
+                    to_enforce.append((sub_account_id, f"tier {seen.tier.value} -> {tier.value}"))
+                    seen.enforced_at = now
+                elif tier.severity >= Tier.ADL1.severity and now - seen.enforced_at >= REENFORCE_MS:
+                    to_enforce.append((sub_account_id, f"still {tier.value}"))
+                    seen.enforced_at = now
+                if tier != seen.tier or abs(snap.margin_ratio - seen.ratio) >= MATERIAL_RATIO_MOVE:
+                    updates.append((EventType.RISK_UPDATE, str(sub_account_id), payload))
+                    seen.ratio = snap.margin_ratio
+                seen.tier = tier
+        pipe.execute()
+        if updates:
+            self._events.publish_many(updates)
+        for sub_account_id, reason in to_enforce:
+            log.info("risk tier change: enforcing", subAccountId=sub_account_id, reason=reason)
+            self._enqueue(sub_account_id, reason)
+        return count
+
+    # -- change feed ------------------------------------------------------------------------
+
+    def follow_changes(self, stop: threading.Event) -> None:
+        """Reload accounts named by booking/order/balance events until ``stop`` is set."""
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub.subscribe(*(self._events.channel(t) for t in WATCHED_EVENTS))
+        try:
+            while not stop.is_set():
+                message = pubsub.get_message(timeout=0.2)
+                if message is None:
+                    continue
+                ids = {int(orjson.loads(message["data"]).get("subAccountId") or 0)}
+                # Drain what is already queued so a burst of events costs one reload each.
+                while (more := pubsub.get_message(timeout=0)) is not None:
+                    ids.add(int(orjson.loads(more["data"]).get("subAccountId") or 0))
+                ids.discard(0)
+                if ids:
+                    self.reload(ids)
+        finally:
+            pubsub.close()
