@@ -45,7 +45,7 @@ def test_takeover_moves_positions_to_the_house_without_an_exchange_order(harness
     realized = qty * (mark - entry)
     expected_wallet = max(wallet + realized, D(0))
     assert h.state(sub)[0] == expected_wallet
-    event = [e for e in h.events(sub) if e.action == "liquidate_takeover"][0]
+    event = next(e for e in h.events(sub) if e.action == "liquidate_takeover")
     assert event.status == "DONE" and event.details["moved"] == [
         {"symbol": BTC, "qty": str(qty.normalize()), "price": str(mark.normalize())}
     ]

@@ -40,7 +40,7 @@ def test_warning_restricted_adl1_adl2_liquidation(harness: Harness) -> None:
     h = harness
     t = h.open_long("1000", "0.5", 50)
     sub = t.sub_account_id
-    wallet0, qty0, entry0 = h.state(sub)
+    _wallet0, qty0, entry0 = h.state(sub)
     assert qty0 == D("0.5")
     # A risk-increasing working order, far enough below to never fill on this path.
     resting = t.send(
@@ -92,7 +92,7 @@ def test_warning_restricted_adl1_adl2_liquidation(harness: Harness) -> None:
         ("SELL", D("0.125"), True, "FILLED")
     ]
     assert cuts[0].origin.startswith("adl:")
-    wallet, qty, entry = h.state(sub)
+    _wallet, qty, entry = h.state(sub)
     assert qty == D("0.375") and entry == entry0
     # After the cut the ratio at the same mark is back under RESTRICTED; the tier follows
     # the hysteresis rule from ADL1.
