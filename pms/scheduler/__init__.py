@@ -1,0 +1,1 @@
+"""The scheduler: one leader (a Redis lock) enqueues periodic jobs; standbys wait."""
