@@ -1,0 +1,178 @@
+"""User-stream events into the engine: fills to the one booking path, order states to
+Postgres, both off the event loop and in arrival order.
+
+The reader only enqueues (:meth:`FillSink.order_update`); one worker task takes events in
+order and runs each in a thread (``asyncio.to_thread``), so the WebSocket loop never waits
+on Postgres. A failed event (Postgres restarting) is retried with backoff, not dropped; at
+shutdown whatever is left is logged: order-sync books it later (trade ids make it safe).
+
+* ``x == TRADE`` → :func:`pms.execution.booking.book_fill` (idempotent by symbol + trade id,
+  so a fill seen on the stream and via REST/order-sync is booked once), then
+  :meth:`Notifier.booked` after the commit (events + ``pms:pos:{subAccountId}``);
+* any other execution type → :func:`apply_order_update` (status, exchange id, amendments),
+  then an ``order_update`` event when something changed.
+
+Only our orders (clientOrderId ``pms-…``) are considered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from pms.clock import Clock
+from pms.db.models import Order
+from pms.db.session import unit_of_work
+from pms.domain.enums import OrderStatus
+from pms.execution import views
+from pms.execution.booking import book_fill
+from pms.execution.notify import Notifier
+from pms.streaming.status import FILLS
+from pms.streaming.userdata import AccountUpdate, OrderUpdate
+
+log = structlog.get_logger(__name__)
+
+CLIENT_ID_PREFIX = "pms-"
+_CLOSING = {
+    "CANCELED": OrderStatus.CANCELED,
+    "EXPIRED": OrderStatus.EXPIRED,
+    "EXPIRED_IN_MATCH": OrderStatus.EXPIRED,
+    "REJECTED": OrderStatus.REJECTED,
+}
+
+
+def apply_order_update(
+    session: Session, update: OrderUpdate, now: datetime
+) -> dict[str, Any] | None:
+    """Apply a fill-less ``ORDER_TRADE_UPDATE`` to our order; its view when it changed.
+
+    A closing status (CANCELED/EXPIRED) is taken only once every fill it implies is booked
+    (``filled_qty >= z``); until then the order stays open and the TRADE events (or
+    order-sync) complete it first. Terminal orders are never reopened.
+    """
+    order = session.execute(
+        select(Order).where(Order.client_order_id == update.client_order_id).with_for_update()
+    ).scalar_one_or_none()
+    if order is None:
+        return None
+    changed = False
+    if order.exchange_order_id is None:
+        order.exchange_order_id = update.exchange_order_id
+        changed = True
+    status = OrderStatus(order.status)
+    if not status.is_open:
+        return views.order_view(order) if changed else None
+    x = update.execution_type
+    if x == "NEW" and status is OrderStatus.PENDING_NEW:
+        order.status = OrderStatus.NEW.value
+        changed = True
+    elif x == "AMENDMENT":
+        if update.qty >= order.filled_qty and (update.qty, update.price) != (
+            order.qty,
+            order.price,
+        ):
+            order.qty, order.price = update.qty, update.price
+            changed = True
+    elif update.status in _CLOSING and order.filled_qty >= update.cum_filled:
+        order.status = _CLOSING[update.status].value
+        changed = True
+    if not changed:
+        return None
+    order.updated_at = now
+    return views.order_view(order)
+
+
+class FillSink:
+    """Implements :class:`pms.streaming.userdata.UserEventSink`."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        notifier: Notifier,
+        clock: Clock,
+        *,
+        retry_max_s: float = 5.0,
+        to_thread: Callable[..., Any] = asyncio.to_thread,
+    ) -> None:
+        self._sessions = sessions
+        self._notifier = notifier
+        self._clock = clock
+        self._queue: asyncio.Queue[OrderUpdate] = asyncio.Queue()
+        self._retry_max_s = retry_max_s
+        self._to_thread = to_thread
+        self.booked = 0
+        self.duplicates = 0
+
+    # --- UserEventSink (called on the loop, must not block) --------------------------------
+    def order_update(self, update: OrderUpdate) -> None:
+        if not update.client_order_id.startswith(CLIENT_ID_PREFIX):
+            return
+        self._queue.put_nowait(update)
+
+    def account_update(self, update: AccountUpdate) -> None:
+        # Sub-account positions come from bookings (the cache is refreshed after each one);
+        # the exchange's net position is position-sync's business.
+        log.debug(
+            "account update",
+            reason=update.reason,
+            symbols=[p.symbol for p in update.positions],
+        )
+
+    # --- worker --------------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            update = await self._queue.get()
+            delay = 0.1
+            while True:
+                try:
+                    await self._to_thread(self.handle, update)
+                    break
+                except Exception:
+                    log.exception(
+                        "user event not applied; retrying",
+                        clientOrderId=update.client_order_id,
+                        x=update.execution_type,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(self._retry_max_s, delay * 2)
+            self._queue.task_done()
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for queued events; returns how many are left."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout)
+        left = self._queue.qsize()
+        if left:
+            log.warning("user events left at shutdown; order-sync will settle them", left=left)
+        return left
+
+    def handle(self, update: OrderUpdate) -> None:
+        """Blocking: one event in its own transaction, events after the commit."""
+        if update.trade is not None:
+            with unit_of_work(self._sessions) as s:
+                booked = book_fill(s, update.trade, "stream")
+            if booked is None:
+                self.duplicates += 1
+                FILLS.labels("duplicate").inc()
+                return
+            self.booked += 1
+            FILLS.labels("booked").inc()
+            self._notifier.booked(booked)
+            log.info(
+                "fill booked from stream",
+                subAccountId=booked.sub_account_id,
+                clientOrderId=update.client_order_id,
+                tradeId=update.trade.trade_id,
+            )
+            return
+        with unit_of_work(self._sessions) as s:
+            view = apply_order_update(s, update, self._clock.now())
+        if view is not None:
+            self._notifier.order(view)
