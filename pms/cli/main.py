@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "pms.cli.account",
     "pms.sim.cli",
     "pms.cli.worker",
+    "pms.cli.streamer",
     "pms.cli.scheduler",
 )
 
