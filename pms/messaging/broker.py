@@ -141,9 +141,7 @@ class FastRedisBroker(RedisBroker):
         return WakeConsumer
 
     def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        wire.enqueue_raw(pipe, self.namespace, queue_name, message_id, data)
-        pipe.execute()
+        wire.enqueue_fast(self.client, self.namespace, queue_name, message_id, data)
 
     def wake(self, queue_name: str) -> None:
         """Signal the consumers of ``queue_name`` that messages are waiting."""
@@ -294,7 +292,11 @@ class WakeConsumer(dramatiq.Consumer):
             if self.broker.client.hget(msgs, raw_id) == data:
                 message_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
                 self.broker.do_nack(self.queue_name, message_id)
-                log.error("undecodable message dead-lettered", queue=self.queue_name, redis_message_id=message_id)
+                log.error(
+                    "undecodable message dead-lettered",
+                    queue=self.queue_name,
+                    redis_message_id=message_id,
+                )
                 return
         log.error("undecodable message dropped: its id was not found", queue=self.queue_name)
 

@@ -158,6 +158,35 @@ def enqueue_raw(
         pipe.publish(wake_channel(namespace, queue_name), "1")
 
 
+# The same three writes as the MULTI of enqueue_raw, as one EVALSHA: one command instead of five
+# replies (MULTI, QUEUED×3, EXEC) to build and parse in Python on the hot path.
+_ENQUEUE_SCRIPT = """
+redis.call("hset", KEYS[1], ARGV[1], ARGV[2])
+redis.call("rpush", KEYS[2], ARGV[1])
+if ARGV[3] ~= "" then redis.call("publish", ARGV[3], "1") end
+"""
+_enqueue_scripts: dict[int, Any] = {}
+
+
+def enqueue_fast(
+    client: redis.Redis,
+    namespace: str,
+    queue_name: str,
+    redis_message_id: str,
+    payload: bytes,
+    *,
+    wake: bool = True,
+) -> None:
+    """What :func:`enqueue_raw` + ``execute()`` does, in one atomic Lua call."""
+    script = _enqueue_scripts.get(id(client))
+    if script is None:
+        script = _enqueue_scripts[id(client)] = client.register_script(_ENQUEUE_SCRIPT)
+    script(
+        keys=[msgs_key(namespace, queue_name), queue_key(namespace, queue_name)],
+        args=[redis_message_id, payload, wake_channel(namespace, queue_name) if wake else ""],
+    )
+
+
 def send(
     client: redis.Redis,
     namespace: str,
@@ -181,14 +210,12 @@ def send(
         queue_name=queue_name,
         message_id=message_id,
     )
-    pipe = client.pipeline(transaction=True)
-    enqueue_raw(
-        pipe,
+    enqueue_fast(
+        client,
         namespace,
         message["queue_name"],
         message["options"]["redis_message_id"],
         dumps(message),
         wake=wake,
     )
-    pipe.execute()
     return message

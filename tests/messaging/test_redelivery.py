@@ -83,7 +83,7 @@ def test_sigkilled_worker_command_is_redelivered_within_10s_and_completes_once(
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.kill(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=20)
 
 
@@ -94,5 +94,6 @@ def test_pms_worker_shuts_down_gracefully_on_sigterm(
     proc = start_worker(msg_settings)
     ns = msg_settings.dramatiq_namespace
     wait_until(lambda: rclient.zcard(f"{ns}:__heartbeats__") >= 1, timeout=30)
-    os.killpg(proc.pid, signal.SIGTERM)
+    # A supervisor signals the master only; it forwards SIGTERM to its worker processes.
+    os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
