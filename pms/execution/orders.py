@@ -307,6 +307,8 @@ class OrderService:
         if found is None:
             if order.status == OrderStatus.PENDING_NEW.value:
                 return self._send(order.id)
+            if not OrderStatus(order.status).is_open:
+                return views.order_view(order)  # settled already; nothing to resume
             raise ExchangeUnavailable(
                 f"exchange no longer reports order {order.id}; order-sync will settle it"
             )

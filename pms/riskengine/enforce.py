@@ -270,11 +270,25 @@ class RiskEnforcer:
             orders.append(view["orderId"])
         return {"orders": orders}
 
-    def _run_close(self, event_id: int, sub_account_id: int) -> dict[str, Any]:
+    def _cancel_others(self, event_id: int, sub_account_id: int) -> int:
+        """Cancel the account's working orders, except the ones this event placed (a resumed
+        event must not cancel its own close orders)."""
         with unit_of_work(self.app.sessions) as s:
             ids = self.app.orders.open_order_ids(s, sub_account_id)
-        if ids:
-            self.app.orders.cancel_ids(ids)
+            own = set(
+                s.execute(
+                    select(Order.id).where(
+                        Order.id.in_(ids), Order.request_id.like(f"risk:{event_id}:%")
+                    )
+                ).scalars()
+            )
+        others = [i for i in ids if i not in own]
+        if others:
+            self.app.orders.cancel_ids(others)
+        return len(others)
+
+    def _run_close(self, event_id: int, sub_account_id: int) -> dict[str, Any]:
+        cancelled = self._cancel_others(event_id, sub_account_id)
         orders = []
         for position in self._open_positions(sub_account_id):
             side = Side.SELL if position.qty > 0 else Side.BUY
@@ -287,13 +301,10 @@ class RiskEnforcer:
                 request_id=f"risk:{event_id}:{position.symbol}",
             )
             orders.append(view["orderId"])
-        return {"orders": orders, "cancelledOrders": len(ids)}
+        return {"orders": orders, "cancelledOrders": cancelled}
 
     def _run_takeover(self, event_id: int, sub_account_id: int) -> dict[str, Any]:
-        with unit_of_work(self.app.sessions) as s:
-            ids = self.app.orders.open_order_ids(s, sub_account_id)
-        if ids:
-            self.app.orders.cancel_ids(ids)
+        self._cancel_others(event_id, sub_account_id)
         booked: list[Booked] = []
         moved = []
         now = self.app.clock.now()
