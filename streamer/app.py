@@ -230,13 +230,15 @@ class Streamer:
                 log.warning("stream status not written", error=str(exc))
 
 
-async def _cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:
+async def _cancel(tasks: Iterable[asyncio.Task[Any]], timeout: float = 10.0) -> None:
     tasks = list(tasks)
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:  # never hang the shutdown on one stuck task
+        log.error("task did not stop", task=task.get_name())
 
 
 def parse_symbols(text: str) -> tuple[str, ...]:

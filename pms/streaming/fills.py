@@ -146,8 +146,10 @@ class FillSink:
 
     async def drain(self, timeout: float) -> int:
         """Wait up to ``timeout`` for queued events; returns how many are left."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._queue.join()
         left = self._queue.qsize()
         if left:
             log.warning("user events left at shutdown; order-sync will settle them", left=left)

@@ -196,7 +196,8 @@ async def _close(
 ) -> None:
     if conn is not None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.close(), 2.0)
+            async with asyncio.timeout(2.0):
+                await conn.close()
     try:
         await stream.on_close(reason)
     finally:

@@ -46,6 +46,10 @@ class ExchangeRest:
 
     def __init__(self, base_url: str | None, api_key: str, secret: str) -> None:
         self._ex: Any = make_binanceusdm(base_url, api_key, secret, asynchronous=True)
+        # ccxt's throttle charges a 1000-level depth its weight (20) in 50 ms units: a second
+        # of queueing that would also hold a listen-key POST behind it. The streamer makes a
+        # handful of REST calls (one snapshot per symbol per resync), well inside the limits.
+        self._ex.enableRateLimit = False
 
     async def depth(self, symbol: str, limit: int = 1000) -> DepthSnapshot:
         raw = await self._call("fapiPublicGetDepth", {"symbol": symbol, "limit": limit})

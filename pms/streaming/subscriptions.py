@@ -134,8 +134,11 @@ class SubscriptionManager:
         try:
             while True:
                 await self.refresh()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
+                # cancellation that stops us when the wake-up lands at the same moment.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._refresh_s)
+                    async with asyncio.timeout(self._refresh_s):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             if listener is not None:
