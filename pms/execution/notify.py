@@ -24,14 +24,14 @@ class Notifier:
         self._prefix = prefix
 
     def booked(self, booked: Booked) -> None:
-        self._events.publish_many((t, str(sub), data) for t, sub, data in booked.events)
+        self._events.publish_many(booked.events)
         self.positions(booked.sub_account_id, booked.open_positions)
 
     def order(self, view: dict[str, Any]) -> None:
-        self._events.publish(EventType.ORDER_UPDATE, str(view["subAccountId"]), view)
+        self._events.publish(EventType.ORDER_UPDATE, int(view["subAccountId"]), view)
 
     def event(self, type_: EventType, sub_account_id: int | None, data: dict[str, Any]) -> None:
-        self._events.publish(type_, None if sub_account_id is None else str(sub_account_id), data)
+        self._events.publish(type_, sub_account_id, data)
 
     def positions(self, sub_account_id: int, positions: list[dict[str, Any]]) -> None:
         """``pms:pos:{subAccountId}``: the sub-account's open positions (a cache of Postgres)."""

@@ -2,7 +2,7 @@
 
 Envelope, compact JSON in the stream entry's single field ``event``::
 
-    {"v":1,"type":"order_update","ts":1767225600000,"subAccountId":"sa-1","data":{...}}
+    {"v":1,"type":"order_update","ts":1767225600000,"subAccountId":12,"data":{...}}
 
 A gateway that reconnects reads the stream from the last id it saw (``XREAD STREAMS
 pms:events <id>``) to replay what it missed, then keeps reading (or subscribes).
@@ -44,7 +44,7 @@ EVENT_TYPES: frozenset[str] = frozenset(t.value for t in EventType)
 
 
 def envelope(
-    type_: EventType | str, sub_account_id: str | None, data: Mapping[str, Any], ts_ms: int
+    type_: EventType | str, sub_account_id: int | str | None, data: Mapping[str, Any], ts_ms: int
 ) -> dict[str, Any]:
     kind = EventType(type_)  # unknown types are a programming error: ValueError
     return {"v": 1, "type": kind.value, "ts": ts_ms, "subAccountId": sub_account_id, "data": data}
@@ -71,13 +71,13 @@ class EventPublisher:
         return f"{self._prefix}{EVENTS_CHANNEL}{EventType(type_).value}"
 
     def publish(
-        self, type_: EventType | str, sub_account_id: str | None, data: Mapping[str, Any]
+        self, type_: EventType | str, sub_account_id: int | str | None, data: Mapping[str, Any]
     ) -> str:
         """Publish one event; returns its stream id."""
         return self.publish_many([(type_, sub_account_id, data)])[0]
 
     def publish_many(
-        self, events: Iterable[tuple[EventType | str, str | None, Mapping[str, Any]]]
+        self, events: Iterable[tuple[EventType | str, int | str | None, Mapping[str, Any]]]
     ) -> list[str]:
         """Publish several events in one MULTI (in order, one ``ts``); returns stream ids."""
         ts = self._clock.ms()

@@ -204,7 +204,7 @@ class RiskMonitor:
         instruments = self._instruments()
         writes: dict[str, bytes] = {}
         mark_text: dict[str, str] = {}
-        updates: list[tuple[EventType, str, dict[str, Any]]] = []
+        updates: list[tuple[EventType, int, dict[str, Any]]] = []
         to_enforce: list[tuple[int, str]] = []
         count = 0
         with self._lock:
@@ -230,7 +230,7 @@ class RiskMonitor:
                     to_enforce.append((sub_account_id, f"still {tier.value}"))
                     seen.enforced_at = now
                 if tier != seen.tier or abs(snap.margin_ratio - seen.ratio) >= MATERIAL_RATIO_MOVE:
-                    updates.append((EventType.RISK_UPDATE, str(sub_account_id), payload))
+                    updates.append((EventType.RISK_UPDATE, sub_account_id, payload))
                     seen.ratio = snap.margin_ratio
                 seen.tier = tier
         if writes:

@@ -166,7 +166,7 @@ class Harness:
         return [
             e
             for _, e in self.app.events.read(since, count=100_000)
-            if e["type"] == type_ and e["subAccountId"] == str(sub)
+            if e["type"] == type_ and e["subAccountId"] == sub
         ]
 
 
