@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8888, ge=1, le=65535)
     log_level: str = "INFO"
     log_json: bool = True
+    # Control API (``pms api``): when set, every route but /health wants
+    # ``Authorization: Bearer <token>``. Never logged.
+    api_token: SecretStr = SecretStr("")
+    # ``/ready`` fails when no stream has had a message for this long.
+    ready_stream_stale_ms: int = Field(default=15_000, ge=1_000)
+    # ``pms up``: where private Redis/Postgres instances keep their data (relative to the cwd).
+    data_dir: str = "var"
 
     @field_validator("redis_url")
     @classmethod

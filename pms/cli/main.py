@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "pms.cli.worker",
     "pms.cli.streamer",
     "pms.cli.scheduler",
+    "pms.cli.api",
 )
 
 
