@@ -81,7 +81,7 @@ class LocalBook:
             if len(self.buffer) > MAX_BUFFER:
                 del self.buffer[: len(self.buffer) - MAX_BUFFER]
             return Applied.BUFFERED
-        if diff.last_id < self.last_id:
+        if diff.last_id <= self.last_id:  # already in the book (a replay)
             return Applied.STALE
         if self._fresh:
             if diff.first_id > self.last_id and diff.prev_id != self.last_id:
