@@ -144,9 +144,17 @@ class Probes:
         if not streams:
             return Check("streamer", False, "no stream status: is the streamer running?")
         now, stale_ms = self.clock_ms(), self.settings.ready_stream_stale_ms
-        ages = {name: now - int(s.get("lastMessageTs") or 0) for name, s in streams.items()}
+        ages = {
+            name: (now - int(s["lastMessageTs"])) if s.get("lastMessageTs") else None
+            for name, s in streams.items()
+        }
+        # The user stream is quiet while nobody trades: freshness is judged on market data.
         market = {n: a for n, a in ages.items() if n != "user"} or ages
-        fresh = [n for n, a in market.items() if a <= stale_ms and streams[n].get("connected")]
+        fresh = [
+            n
+            for n, a in market.items()
+            if a is not None and a <= stale_ms and streams[n].get("connected")
+        ]
         data = {"ageMs": ages}
         if not fresh:
             return Check("streamer", False, f"no market stream message for > {stale_ms} ms", data)

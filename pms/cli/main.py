@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "pms.cli.streamer",
     "pms.cli.scheduler",
     "pms.cli.api",
+    "pms.cli.up",
 )
 
 
