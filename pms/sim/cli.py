@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument(
         "--firehose-rate", type=int, default=0, help="publish N book/mark msgs/s (benchmarks)"
     )
+    parser.add_argument(
+        "--id-base",
+        type=int,
+        default=None,
+        help="first order/trade id - 1 (default: from the clock, so ids never repeat across restarts)",
+    )
     parser.add_argument("--api-key", default=None, help="default: PMS_SIM_API_KEY")
     parser.add_argument("--api-secret", default=None, help="default: PMS_SIM_API_SECRET")
     parser.set_defaults(func=run)
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         tick_ms=max(1, args.tick_ms),
         paused=args.paused,
         balance=Decimal(args.balance),
+        id_base=args.id_base,
     )
     asyncio.run(_serve(config, args.host, args.port, args.firehose_rate))
     return 0

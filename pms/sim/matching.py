@@ -64,6 +64,10 @@ class Engine:
         self._ids = itertools.count(8_000_000_001)
         self._seq = itertools.count(1)
 
+    def start_ids(self, base: int) -> None:
+        """Order ids continue from ``base`` (see ``SimConfig.id_base``)."""
+        self._ids = itertools.count(base + 1)
+
     # --- queries ---------------------------------------------------------------------
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         closed = [oid for oid, o in self._open.items() if not o.status.is_open]

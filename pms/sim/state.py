@@ -35,6 +35,11 @@ class SimConfig:
     balance: Decimal = Decimal("1000000")
     heartbeat_s: float = 180.0
     start_prices: dict[str, Decimal] = field(default_factory=dict)
+    # Order and trade ids start here. None: derived from the clock at (re)start, so ids keep
+    # increasing across restarts and separate simulators never reuse an id, as on the real
+    # exchange (the engine books fills once per (symbol, trade id) and would otherwise drop
+    # a restarted simulator's new fills as duplicates). Set it for fully reproducible ids.
+    id_base: int | None = None
 
 
 class ListenKeys:
@@ -122,6 +127,10 @@ class SimState:
         }
         self.account = Account(self.specs, self.mark, self.config.balance, self.clock.ms())
         self.engine = Engine(self.markets, self.account, self.feeds, self.clock.ms)
+        base = self.config.id_base if self.config.id_base is not None else self.clock.ms() * 1000
+        self.engine.start_ids(base)
+        for market in self.markets.values():
+            market.trade_id = base
         self.faults.clear()
         self.latency_ms = 0
         self.walk_paused = self.config.paused
