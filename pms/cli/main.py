@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "pms.cli.scheduler",
     "pms.cli.api",
     "pms.cli.up",
+    "pms.cli.demo",
 )
 
 
