@@ -111,6 +111,13 @@ class Child:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 
+    def stop(self) -> None:
+        """The stop signal to the group leader only: Dramatiq's master forwards it to its
+        workers, and a worker that got it twice would abandon its in-flight commands."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(self.spec.stop_signal)
+
     def group_alive(self) -> bool:
         """True while any process of the child's group exists (forked workers included)."""
         if self.proc is None:

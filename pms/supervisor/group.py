@@ -163,7 +163,7 @@ class Supervisor:
     def _stop(self, children: list[Child]) -> None:
         running = [c for c in children if c.group_alive()]
         for child in running:
-            child.signal(child.spec.stop_signal)
+            child.stop()
         timeout = max((c.spec.stop_timeout_s for c in running), default=0.0)
         stragglers = wait_all(running, timeout, lambda c: c.group_alive())
         for child in stragglers:
