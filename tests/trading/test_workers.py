@@ -192,7 +192,10 @@ def test_worker_killed_mid_command_completes_once(
     session_factory: sessionmaker[Session],
     tmp_path: Path,
 ) -> None:
-    gw = Gateway(settings, user=f"u-{uuid.uuid4().hex[:8]}")
+    # Its own namespace: no other fleet may take the command.
+    namespace = f"{settings.dramatiq_namespace}-kill-{uuid.uuid4().hex[:6]}"
+    worker_env = worker_env | {"PMS_DRAMATIQ_NAMESPACE": namespace}
+    gw = Gateway(settings.model_copy(update={"dramatiq_namespace": namespace}), user=f"u-{uuid.uuid4().hex[:8]}")
     first = WorkerFleet(worker_env, processes=1, threads=2, log_path=tmp_path / "first.log").start()
     try:
         sub = open_account(gw, "5000")
@@ -209,6 +212,11 @@ def test_worker_killed_mid_command_completes_once(
 
         wait_for(intent, 15, message="the order intent")
         first.kill()
+        # Killed mid-command: the intent is stored, the exchange has not answered, no result.
+        with unit_of_work(session_factory) as s:
+            status = s.execute(select(Order.status).where(Order.request_id == command["requestId"])).scalar_one()
+        assert status == "PENDING_NEW"
+        assert gw.results.get(command["requestId"]) is None
         sim.admin("/sim/latency", {"ms": 0})
         killed_at = time.monotonic()
         with WorkerFleet(worker_env, processes=1, threads=2, log_path=tmp_path / "second.log"):
