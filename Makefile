@@ -13,9 +13,8 @@ install:  ## create .venv from the lock file (installs uv first if needed)
 services:  ## start the local Postgres and Redis if they are installed but stopped
 	@bash .ci/services
 
-run: install services  ## migrate and show the system working against the local database
-	.venv/bin/pms db upgrade
-	.venv/bin/pms account list
+run: install  ## the whole system on the simulator (pms up; Ctrl-C stops it). Then: .venv/bin/pms demo
+	.venv/bin/pms up
 
 test: install services  ## the whole test suite (Python, then the Node client)
 	$(MAKE) test-python test-node

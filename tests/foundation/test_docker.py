@@ -14,16 +14,36 @@ def load() -> dict:
 def test_compose_has_services_with_healthchecks_and_a_scalable_worker() -> None:
     compose = load()
     services = compose["services"]
-    for name in ("redis", "postgres", "worker", "migrate"):
+    for name in (
+        "redis",
+        "postgres",
+        "migrate",
+        "sim",
+        "streamer",
+        "scheduler",
+        "api",
+        "worker",
+        "risk-worker",
+    ):
         assert name in services, name
-    for name in ("redis", "postgres"):
+    for name in ("redis", "postgres", "sim", "api"):
         assert "healthcheck" in services[name]
+    assert "/health" in " ".join(services["api"]["healthcheck"]["test"])
+    assert "/ready" in " ".join(services["ready"]["command"])
+    assert services["risk-worker"]["command"][:4] == ["pms", "worker", "--queues", "pms.risk"]
     worker = services["worker"]
     # A scalable service must not pin a container name or a host port.
     assert "container_name" not in worker
     assert "ports" not in worker
     assert worker["command"][:2] == ["pms", "worker"]
     assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_engine_services_share_one_env_file() -> None:
+    for name, service in load()["services"].items():
+        if name in ("redis", "postgres"):
+            continue
+        assert service["env_file"] == [{"path": "../.env", "required": False}], name
 
 
 def test_every_engine_command_exists_in_the_cli() -> None:
