@@ -14,14 +14,14 @@ from pms.supervisor.group import Supervisor
 from tests.support import wait_for
 
 # A parent that forks a grandchild (like Dramatiq's master) and ignores nothing.
-FORKER = """
+FORKER = r"""
 import os, sys, time
 child = os.fork()
 if child == 0:
-    print("grandchild", os.getpid(), flush=True)
+    os.write(1, f"grandchild {os.getpid()}\n".encode())  # one write: lines never interleave
     time.sleep(600)
     sys.exit(0)
-print("parent", os.getpid(), flush=True)
+os.write(1, f"parent {os.getpid()}\n".encode())
 time.sleep(600)
 """
 DIES = "import sys; print('dying', flush=True); sys.exit(3)"
