@@ -104,6 +104,18 @@ end
 return requeued
 """
 
+# The stock dispatch ``fetch`` (LPOP, SADD to the ack set, HMGET) without the stock script's
+# per-call preamble (heartbeat ZADD, eight arguments, key building in Lua): the heartbeat is
+# MAINT_SCRIPT's job. Same keys, same ack-set semantics, so acks, nacks, the sweep and the
+# dashboard see exactly what the stock fetch leaves behind.
+# KEYS = queue list, ack set, message hash; ARGV = count
+FETCH_SCRIPT = """
+local ids = redis.call("lpop", KEYS[1], ARGV[1])
+if not ids then return {} end
+redis.call("sadd", KEYS[2], unpack(ids))
+return redis.call("hmget", KEYS[3], unpack(ids))
+"""
+
 
 class FastRedisBroker(RedisBroker):
     """``RedisBroker`` with wake-up consumers and deterministic crash redelivery.
@@ -133,6 +145,7 @@ class FastRedisBroker(RedisBroker):
         self.fallback_poll_ms = fallback_poll_ms
         self.maintenance_interval_ms = maintenance_interval_ms
         self._maint = self.client.register_script(MAINT_SCRIPT)
+        self._fetch = self.client.register_script(FETCH_SCRIPT)
         self._maint_lock = threading.Lock()
         self._next_maint = 0.0
 
@@ -142,6 +155,18 @@ class FastRedisBroker(RedisBroker):
 
     def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> None:
         wire.enqueue_fast(self.client, self.namespace, queue_name, message_id, data)
+
+    def do_fetch(self, queue_name: str, count: int) -> list[bytes | None]:
+        """Move up to ``count`` message ids to this broker's ack set; return their payloads."""
+        fetched: list[bytes | None] = self._fetch(
+            keys=[
+                wire.queue_key(self.namespace, queue_name),
+                f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}",
+                wire.msgs_key(self.namespace, queue_name),
+            ],
+            args=[min(count, self._max_unpack_size())],
+        )
+        return fetched
 
     def wake(self, queue_name: str) -> None:
         """Signal the consumers of ``queue_name`` that messages are waiting."""
@@ -198,6 +223,11 @@ class WakeConsumer(dramatiq.Consumer):
         self._wake_channel = wire.wake_channel(broker.namespace, queue_name)
         self._pubsub: redis.client.PubSub | None = None
         self._errors = 0
+        # True after a fetch that returned less than it asked for: the queue was empty at that
+        # moment, so the next message to arrive brings its own wake token. The consumer then
+        # goes straight back to the socket instead of fetching again, which keeps the consumer
+        # thread off the GIL while the worker thread starts the message it just handed over.
+        self._drained = False
 
     @property
     def outstanding_message_count(self) -> int:
@@ -262,6 +292,13 @@ class WakeConsumer(dramatiq.Consumer):
                 return dramatiq.MessageProxy(message)
 
             self.broker.maintain()
+            pubsub = self._subscription()
+            if self._drained:
+                self._drained = False
+                if pubsub.get_message(timeout=self.wait_s) is None:
+                    return None  # fallback poll: fetch on the next call
+                continue
+
             self._room.clear()
             room = self.prefetch - self.outstanding_message_count
             if room <= 0:
@@ -269,7 +306,6 @@ class WakeConsumer(dramatiq.Consumer):
                 self._room.wait(self.wait_s)
                 return None
 
-            pubsub = self._subscription()
             # Signals buffered while we were busy are covered by the fetch below.
             while pubsub.get_message(timeout=0) is not None:
                 pass
@@ -277,6 +313,7 @@ class WakeConsumer(dramatiq.Consumer):
             self._errors = 0
             if fetched:
                 self.message_cache.extend(fetched)
+                self._drained = len(fetched) < room
                 continue
 
             if pubsub.get_message(timeout=self.wait_s) is None:
