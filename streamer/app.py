@@ -8,7 +8,9 @@ Tasks on one event loop:
 * the cache writer (coalesced, pipelined Redis writes);
 * the fill sink (user-stream events → the booking path, in a thread);
 * the subscription manager (symbol set from Postgres + events);
-* the listen-key keepalive and the status board tick.
+* the listen-key keepalive and the status board tick;
+* the risk monitor (:mod:`pms.riskengine.feed`): every mark update is handed to its thread,
+  which re-evaluates the holders and enqueues ``enforce_risk`` on ``pms.risk`` on a tier change.
 
 After every user-stream connection an order-sync is enqueued (``sync_orders`` on
 ``pms.sync``), so fills missed during the gap are booked by the sync actor.
@@ -33,6 +35,9 @@ from pms.app import App, build_app
 from pms.clock import Clock, SystemClock
 from pms.config import ExchangeKind, Settings
 from pms.messaging import wire
+from pms.riskengine.feed import RiskFeed
+from pms.riskengine.monitor import RiskMonitor
+from pms.riskengine.trigger import EnforceSender
 from pms.streaming.cache import CacheWriter, FlushHook
 from pms.streaming.fills import FillSink
 from pms.streaming.market import KINDS, MarketCache, MarketStream
@@ -67,6 +72,7 @@ class StreamerConfig:
     linger_s: float = 10.0
     user_stream: bool = True
     drain_s: float = 5.0
+    risk: bool = True  # run the risk monitor on the marks this process receives
 
 
 def ws_base(settings: Settings) -> str:
@@ -123,7 +129,22 @@ class Streamer:
         self.board: StatusBoard | None = None
         self.subscriptions: SubscriptionManager | None = None
         self.syncs_enqueued = 0
+        self.risk: RiskFeed | None = None
         self.running = asyncio.Event()
+
+    def _risk_feed(self, app: App) -> RiskFeed:
+        """The risk pass runs here, next to the marks: a mark change reaches the monitor
+        without another hop, and enforcement goes to ``pms.risk`` as a Dramatiq message."""
+        monitor = RiskMonitor(
+            app.redis,
+            app.sessions,
+            app.instruments.all,
+            app.events,
+            self.clock,
+            EnforceSender(app.redis, self.settings.dramatiq_namespace, self.clock),
+            prefix=self.settings.redis_prefix,
+        )
+        return RiskFeed(monitor)
 
     async def run(self, stop: asyncio.Event) -> None:
         settings, cfg = self.settings, self.config
@@ -133,7 +154,8 @@ class Streamer:
         rest = ExchangeRest(*rest_credentials(settings))
         board = self.board = StatusBoard(client, self.clock, prefix=settings.redis_prefix)
         cache = self.cache = CacheWriter(client, on_flush=self._on_flush)
-        market = MarketCache(cache, settings.redis_prefix)
+        feed = self.risk = self._risk_feed(app) if cfg.risk else None
+        market = MarketCache(cache, settings.redis_prefix, on_mark=feed.offer if feed else None)
         self.market_streams = [
             MarketStream(e.name, e.url, market, rest, board.stream(e.name), e.kinds)
             for e in market_endpoints(settings)
@@ -159,6 +181,8 @@ class Streamer:
         )
         # The symbol set is known before the first connection, so it is in the URL.
         await subs.refresh()
+        if feed is not None:
+            await asyncio.to_thread(feed.start)
 
         streams: list[asyncio.Task[Any]] = [
             asyncio.create_task(run_stream(s, board, cfg.policy, clock=self.clock), name=s.name)
@@ -187,6 +211,8 @@ class Streamer:
         finally:
             stopper.cancel()
             await _cancel(streams)  # sockets closed, books unpublished
+            if feed is not None:
+                await asyncio.to_thread(feed.stop)
             await sink.drain(cfg.drain_s)
             await _cancel([booker, ticker, writer])
             with contextlib.suppress(Exception):

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 import orjson
 
@@ -31,8 +31,7 @@ MAX_BUFFER = 2_000
 Level = tuple[Decimal, Decimal]
 
 
-@dataclass(frozen=True, slots=True)
-class DepthDiff:
+class DepthDiff(NamedTuple):
     """One ``depthUpdate``; see :func:`pms.streaming.market.parse_depth_update`."""
 
     symbol: str  # exchange id, e.g. BTCUSDT

@@ -72,6 +72,7 @@ class ReconnectPolicy:
     silence_s: float = 30.0
     max_lifetime_s: float = 23.5 * 3600
     watchdog_every_s: float = 0.25
+    yield_every: int = 32  # messages read back to back before other tasks get a turn
 
 
 def backoff_delay(attempt: int, policy: ReconnectPolicy, rand: float) -> float:
@@ -153,15 +154,18 @@ async def _pump(
 ) -> str:
     """Read until the connection ends; returns why it ended."""
     watch = _Watch()
-    last = [monotonic()]
-    born = last[0]
+    born = monotonic()
 
     async def watchdog() -> None:
+        # Silence is seen from the message counter, so the read loop pays nothing for it.
+        seen, heard = health.messages, born
         while True:
             await asyncio.sleep(policy.watchdog_every_s)
             now = monotonic()
-            if now - last[0] > policy.silence_s:
-                watch.reason = f"silent for {now - last[0]:.1f}s"
+            if health.messages != seen:
+                seen, heard = health.messages, now
+            if now - heard > policy.silence_s:
+                watch.reason = f"silent for {now - heard:.1f}s"
             elif now - born > policy.max_lifetime_s:
                 watch.reason = "planned rotation"
             else:
@@ -172,13 +176,20 @@ async def _pump(
     dog = asyncio.create_task(watchdog())
     on_message = stream.on_message
     perf = time.perf_counter_ns
+    yield_every = policy.yield_every
+    n = 0
     try:
         while True:
             raw = await conn.recv()
             stamp = perf()
-            last[0] = monotonic()
             health.seen(clock.ms())
             on_message(raw, stamp)
+            n += 1
+            if n >= yield_every:
+                # recv() does not yield while frames are buffered: under a burst the cache
+                # writer (and everything else) would starve. Let them run.
+                n = 0
+                await asyncio.sleep(0)
     except ConnectionClosed as exc:
         return watch.reason or f"closed: {exc}"[:200]
     finally:

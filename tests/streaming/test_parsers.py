@@ -51,7 +51,7 @@ def events(conn: str, kind: str) -> list[dict[str, Any]]:
 
 def test_mark_price() -> None:
     m = parse_mark_price(events("market", "markPriceUpdate")[0])
-    assert (m.symbol, m.mark, m.index, m.funding_rate) == (
+    assert (m.symbol, m.mark, m.index_price, m.funding_rate) == (
         "BTCUSDT",
         Decimal("60000"),
         Decimal("60000"),

@@ -135,3 +135,20 @@ def test_silence_watchdog_reconnects_and_healthy_connection_resets_backoff(
     assert stream.messages[:2] == ["x", "y"]
     assert stream.closes[0].startswith("silent for")
     assert delays[:2] == pytest.approx([0.1, 0.1])  # reset after each healthy connection
+
+
+def test_planned_rotation_replaces_a_busy_connection(board: StatusBoard) -> None:
+    class Busy(FakeConn):
+        async def recv(self) -> str:
+            await asyncio.sleep(0.001)
+            if self.closed:
+                raise ConnectionClosedOK(None, None)
+            return "tick"
+
+    stream = FakeStream([Busy([], then="hang"), Busy([], then="hang")])
+    policy = ReconnectPolicy(silence_s=60, max_lifetime_s=0.05, watchdog_every_s=0.01)
+
+    run(stream, board, policy, 0.1)
+
+    assert stream.closes[0] == "planned rotation"
+    assert stream.opened == 2 and len(stream.messages) > 10
