@@ -51,6 +51,7 @@ def test_admin_price_is_visible_in_redis_within_100ms(
     redis_client: redis.Redis,
     make_streamer: Callable[..., StreamerThread],
 ) -> None:
+    redis_client.delete(sim_settings.key(f"pms:price:{BTC}"))  # not a previous test's value
     make_streamer()
     wait_for(lambda: cached(redis_client, sim_settings, "price", BTC), 5, message="first price")
 
