@@ -11,6 +11,7 @@ import dramatiq
 
 from pms.clock import SystemClock
 from pms.config import load_settings
+from pms.logging import configure_logging
 from pms.messaging.broker import build_broker, make_client
 from pms.messaging.events import EventPublisher
 from pms.messaging.results import ResultStore
@@ -18,6 +19,8 @@ from pms.messaging.wire import QUEUES
 
 # The process edge: dramatiq imports this module in each worker process.
 settings = load_settings()
+# JSON at PMS_LOG_LEVEL (INFO): unconfigured structlog prints every debug line of the hot path.
+configure_logging(settings, process="worker")
 broker = build_broker(settings)
 dramatiq.set_broker(broker)
 for _queue in QUEUES:

@@ -21,14 +21,18 @@ from pms.errors import NotFound, ValidationError
 
 def lock_account(session: Session, sub_account_id: int) -> SubAccount:
     """Load the sub-account with ``SELECT ... FOR UPDATE``; NotFound if there is none."""
+    # populate_existing: a copy already in the session is overwritten with the row as locked
+    # (one statement, where a separate refresh would be a second SELECT).
     account = session.execute(
-        select(SubAccount).where(SubAccount.id == sub_account_id).with_for_update()
+        select(SubAccount)
+        .where(SubAccount.id == sub_account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if account is None:
         raise NotFound(
             f"sub-account {sub_account_id} does not exist", {"subAccountId": sub_account_id}
         )
-    session.refresh(account)
     return account
 
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import orjson
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,6 +32,8 @@ from pms.messaging import results
 from pms.messaging.results import ResultStore
 
 log = structlog.get_logger(__name__)
+
+
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[M], dict[str, Any]]
 
@@ -79,7 +81,10 @@ class CommandRunner:
         session = self._factory()
         try:
             with session.begin():
-                session.execute(
+                # First delivery: the INSERT claims the row and holds its lock, one statement.
+                # Otherwise lock the existing row (waiting for a concurrent delivery of the
+                # same requestId to finish) and decide from what it stored.
+                claimed = session.execute(
                     insert(Request)
                     .values(
                         request_id=request_id,
@@ -88,28 +93,35 @@ class CommandRunner:
                         payload_hash=digest,
                     )
                     .on_conflict_do_nothing(index_elements=["request_id"])
-                )
-                row = session.execute(
-                    select(Request).where(Request.request_id == request_id).with_for_update()
-                ).scalar_one()
-                if row.payload_hash != digest or row.actor != actor:
-                    dup = DuplicateRequest(
-                        f"requestId {request_id} was already used for a different command",
-                        {"actor": row.actor},
-                    )
-                    result = results.from_exception(request_id, dup)
-                    self._results.publish_only(result)
-                    return result
-                if row.status == "DONE" and row.result is not None:
-                    log.info("duplicate delivery answered from the stored result")
-                    stored: dict[str, Any] = row.result
-                    self._results.put(request_id, stored)
-                    return stored
+                    .returning(Request.request_id)
+                ).first()
+                if claimed is None:
+                    row = session.execute(
+                        select(Request).where(Request.request_id == request_id).with_for_update()
+                    ).scalar_one()
+                    if row.payload_hash != digest or row.actor != actor:
+                        dup = DuplicateRequest(
+                            f"requestId {request_id} was already used for a different command",
+                            {"actor": row.actor},
+                        )
+                        result = results.from_exception(request_id, dup)
+                        self._results.publish_only(result)
+                        return result
+                    if row.status == "DONE" and row.result is not None:
+                        log.info("duplicate delivery answered from the stored result")
+                        stored: dict[str, Any] = row.result
+                        self._results.put(request_id, stored)
+                        return stored
+                # Not a reason to skip the handler's own resume lookup: the row inserted here
+                # is not committed until the handler ends, so after a crash the redelivery
+                # inserts it again while the order intent (committed on its own) exists.
                 result, final = self._call(request_id, command, handler)
                 if final:
-                    row.status = "DONE"
-                    row.result = result
-                    row.completed_at = self._clock.now()
+                    session.execute(
+                        update(Request)
+                        .where(Request.request_id == request_id)
+                        .values(status="DONE", result=result, completed_at=self._clock.now())
+                    )
             # Stored durably first; then delivered.
             self._results.put(request_id, result)
             return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,13 @@ from pms.exchange.model import ExchangeOrder, ExchangePosition, OrderRequest, Tr
 # After an unknown outcome, ask by clientOrderId this many times before giving up.
 RESOLVE_ATTEMPTS = 4
 RESOLVE_BACKOFF_S = 0.05
+# userTrades of one order: a lower bound on its trades' times, remembered from the order
+# responses (bounded; a miss only means the query goes without ``startTime``).
+TRADE_HINTS_MAX = 10_000
+# A market order's fills happen while it is placed: its trades are no older than the
+# placement response's ``updateTime`` minus this margin (a trade it misses is not lost: the
+# order stays open until the user stream or order-sync books it).
+PLACEMENT_MARGIN_MS = 100
 
 
 def _d(value: Any, field: str) -> Decimal:
@@ -150,6 +158,7 @@ class BinanceExchange:
         self._ex.enableRateLimit = False
         self._time_synced = False
         self._lock = threading.Lock()
+        self._trades_since: OrderedDict[str, int] = OrderedDict()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -225,7 +234,13 @@ class BinanceExchange:
         if request.reduce_only:
             params["reduceOnly"] = "true"
         try:
-            return parse_order(self._call("place order", "fapiPrivatePostOrder", params))
+            raw = self._call("place order", "fapiPrivatePostOrder", params)
+            placed = parse_order(raw)
+            if raw.get("updateTime"):
+                self._hint_trades_since(
+                    placed.exchange_order_id, int(raw["updateTime"]) - PLACEMENT_MARGIN_MS
+                )
+            return placed
         except UnknownOrderState:
             # Never re-send blindly: the order may exist. Ask by clientOrderId.
             found = self._resolve(request.symbol, request.client_order_id)
@@ -253,9 +268,19 @@ class BinanceExchange:
     def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
         params = {"symbol": to_exchange_id(symbol), "origClientOrderId": client_order_id}
         try:
-            return parse_order(self._call("fetch order", "fapiPrivateGetOrder", params))
+            raw = self._call("fetch order", "fapiPrivateGetOrder", params)
         except OrderUnknownToExchange:
             return None
+        found = parse_order(raw)
+        if raw.get("time"):  # creation time: no trade of the order is older
+            self._hint_trades_since(found.exchange_order_id, int(raw["time"]))
+        return found
+
+    def _hint_trades_since(self, exchange_order_id: str, since_ms: int) -> None:
+        with self._lock:
+            self._trades_since[exchange_order_id] = since_ms
+            while len(self._trades_since) > TRADE_HINTS_MAX:
+                self._trades_since.popitem(last=False)
 
     def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
         params = {"symbol": to_exchange_id(symbol), "origClientOrderId": client_order_id}
@@ -283,11 +308,21 @@ class BinanceExchange:
         ]
 
     def fetch_order_trades(self, symbol: str, exchange_order_id: str) -> list[TradeReport]:
-        params = {"symbol": to_exchange_id(symbol), "orderId": exchange_order_id}
-        return [
-            parse_user_trade(t)
-            for t in self._call("order trades", "fapiPrivateGetUserTrades", params)
-        ]
+        """The trades of one order: ``orderId`` (Binance filters by it), bounded below by the
+        order's time when an order response told us (``startTime``: a venue that ignores
+        ``orderId``, like ``pms sim``, then returns only recent trades instead of the last 500
+        of the symbol), and filtered by order id here as well."""
+        params: dict[str, Any] = {
+            "symbol": to_exchange_id(symbol),
+            "orderId": exchange_order_id,
+            "limit": 1000,
+        }
+        with self._lock:
+            since = self._trades_since.get(exchange_order_id)
+        if since is not None:
+            params["startTime"] = since
+        rows = self._call("order trades", "fapiPrivateGetUserTrades", params)
+        return [parse_user_trade(t) for t in rows if str(t.get("orderId")) == exchange_order_id]
 
     def fetch_trades_since(self, symbol: str, since_ms: int) -> list[TradeReport]:
         params = {"symbol": to_exchange_id(symbol), "startTime": since_ms, "limit": 1000}

@@ -111,11 +111,9 @@ def _book(
     if order is not None:
         session.refresh(order, with_for_update=True)
         _update_order(order, trade)
-    position, realized = _update_position(session, account.id, trade, leverage)
     fee_usdt = trade.fee if trade.fee_asset == "USDT" else ZERO
+    position, realized = _update_position(session, account.id, trade, leverage, fee_usdt)
     balance_events = _post_pnl_and_fee(session, account, realized, fee_usdt, fill_id)
-    if position is not None:
-        position.fees_paid += fee_usdt
     session.execute(update(Fill).where(Fill.id == fill_id).values(realized_pnl=realized))
 
     booked = Booked(fill_id=fill_id, sub_account_id=account.id)
@@ -151,8 +149,9 @@ def _update_order(order: Order, trade: TradeReport) -> None:
 
 
 def _update_position(
-    session: Session, sub_account_id: int, trade: TradeReport, leverage: int
+    session: Session, sub_account_id: int, trade: TradeReport, leverage: int, fee: Decimal
 ) -> tuple[Position | None, Decimal]:
+    """Apply the fill to the open position (the fee is charged to the row left open)."""
     position = session.execute(
         select(Position)
         .where(
@@ -202,6 +201,7 @@ def _update_position(
     else:
         position.qty = effect.qty
         position.entry_price = effect.entry
+    position.fees_paid += fee
     session.flush()
     return position, effect.realized
 

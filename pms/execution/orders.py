@@ -47,10 +47,12 @@ from pms.execution.context import build_context
 from pms.execution.instruments import InstrumentCache
 from pms.execution.notify import Notifier
 from pms.marketdata.prices import PriceService
+from pms.messaging.events import EventType
 from pms.risk.context import OrderIntent, Quote
 from pms.risk.validator import validate
 
 log = structlog.get_logger(__name__)
+ORDER_UPDATE = EventType.ORDER_UPDATE
 
 CLIENT_ID_PREFIX = "pms-"
 _EXCHANGE_STATUS = {
@@ -114,8 +116,7 @@ class OrderService:
         existing = self._find_by_request(c.requestId)
         if existing is not None:
             return self._resume(existing)
-        order_id = self._persist_intent(c, order_type, price, tif, post_only, origin)
-        return self._send(order_id)
+        return self._send(self._persist_intent(c, order_type, price, tif, post_only, origin))
 
     def place_internal(
         self,
@@ -142,8 +143,9 @@ class OrderService:
         existing = self._find_by_request(request_id)
         if existing is not None:
             return self._resume(existing)
-        order_id = self._persist_intent(command, OrderType.MARKET, None, None, False, origin)
-        return self._send(order_id)
+        return self._send(
+            self._persist_intent(command, OrderType.MARKET, None, None, False, origin)
+        )
 
     def _persist_intent(
         self,
@@ -153,7 +155,8 @@ class OrderService:
         tif: TimeInForce | None,
         post_only: bool,
         origin: str,
-    ) -> int:
+    ) -> Order:
+        """Validate under the sub-account's lock and commit the intent; returns it (detached)."""
         instrument = self._instruments.get(c.symbol)
         with unit_of_work(self._factory) as s:
             account = lock_account(s, c.subAccountId)
@@ -220,25 +223,24 @@ class OrderService:
             s.add(order)
             if c.leverage is not None:
                 self._remember_leverage(s, account.id, c.symbol, c.leverage)
-        log.info(
+        log.debug(
             "order intent persisted", orderId=order_id, subAccountId=c.subAccountId, symbol=c.symbol
         )
-        return order_id
+        return order
 
-    def _send(self, order_id: int) -> dict[str, Any]:
-        with unit_of_work(self._factory) as s:
-            order = s.get(Order, order_id)
-            assert order is not None
-            request = OrderRequest(
-                symbol=order.symbol,
-                side=Side(order.side),
-                type=OrderType(order.type),
-                qty=order.qty,
-                client_order_id=order.client_order_id,
-                price=order.price,
-                time_in_force=TimeInForce(order.time_in_force) if order.time_in_force else None,
-                reduce_only=order.reduce_only,
-            )
+    def _send(self, order: Order) -> dict[str, Any]:
+        """Place a committed intent (as persisted: the caller's copy or one just loaded)."""
+        order_id, sub_account_id = order.id, order.sub_account_id
+        request = OrderRequest(
+            symbol=order.symbol,
+            side=Side(order.side),
+            type=OrderType(order.type),
+            qty=order.qty,
+            client_order_id=order.client_order_id,
+            price=order.price,
+            time_in_force=TimeInForce(order.time_in_force) if order.time_in_force else None,
+            reduce_only=order.reduce_only,
+        )
         try:
             acked = self._exchange.create_order(request)
         except UnknownOrderState as exc:
@@ -249,7 +251,7 @@ class OrderService:
         except PmsError as exc:
             self._reject(order_id, exc)
             raise
-        return self.record_exchange_state(order_id, acked)
+        return self.record_exchange_state(order_id, acked, sub_account_id=sub_account_id)
 
     def _reject(self, order_id: int, exc: PmsError) -> None:
         with unit_of_work(self._factory) as s:
@@ -262,20 +264,40 @@ class OrderService:
             view = views.order_view(order)
         self._notify.order(view)
 
-    def record_exchange_state(self, order_id: int, acked: ExchangeOrder) -> dict[str, Any]:
-        """Store the exchange's view of the order and book the fills it reports."""
+    def record_exchange_state(
+        self, order_id: int, acked: ExchangeOrder, *, sub_account_id: int | None = None
+    ) -> dict[str, Any]:
+        """Store the exchange's view of the order and book the fills it reports.
+
+        One transaction under the sub-account's lock (then the order's, the booking path's
+        order): the acknowledgement, every fill the exchange reports for the order (each
+        booked once by trade id), and the terminal status once every fill it implies is
+        booked. Events are published after the commit.
+        """
+        trades = (
+            self._exchange.fetch_order_trades(acked.symbol, acked.exchange_order_id)
+            if acked.executed_qty > 0
+            else []
+        )
+        booked: list[Booked] = []
         with unit_of_work(self._factory) as s:
-            order = s.get(Order, order_id, with_for_update=True)
+            if sub_account_id is None:
+                sub_account_id = s.execute(
+                    select(Order.sub_account_id).where(Order.id == order_id)
+                ).scalar_one()
+            lock_account(s, sub_account_id)
+            order = s.get(Order, order_id, with_for_update=True, populate_existing=True)
             assert order is not None
             order.exchange_order_id = acked.exchange_order_id
             if order.status == OrderStatus.PENDING_NEW.value:
                 order.status = OrderStatus.NEW.value
                 order.updated_at = self._clock.now()
-            symbol = order.symbol
-        booked = self._book_order_trades(symbol, acked) if acked.executed_qty > 0 else []
-        with unit_of_work(self._factory) as s:
-            order = s.get(Order, order_id, with_for_update=True)
-            assert order is not None
+            if trades:
+                s.flush()  # booking finds the order by its exchange id
+            for trade in trades:
+                result = book_fill(s, trade, "rest")
+                if result is not None:
+                    booked.append(result)
             status = _EXCHANGE_STATUS.get(acked.status)
             # A terminal state is taken once every fill it implies is booked; until then the
             # order stays open and the user stream or order-sync completes it.
@@ -286,19 +308,19 @@ class OrderService:
                 order.status = status.value
                 order.updated_at = self._clock.now()
             view = views.order_view(order)
-        if not booked:
+        for result in booked:
+            self._notify.booked(result)
+        last_update = (
+            next(
+                (data for type_, _, data in reversed(booked[-1].events) if type_ is ORDER_UPDATE),
+                None,
+            )
+            if booked
+            else None
+        )
+        if last_update != view:  # nothing booked, or the status moved after the last fill
             self._notify.order(view)
         return view
-
-    def _book_order_trades(self, symbol: str, acked: ExchangeOrder) -> list[Booked]:
-        booked: list[Booked] = []
-        for trade in self._exchange.fetch_order_trades(symbol, acked.exchange_order_id):
-            with unit_of_work(self._factory) as s:
-                result = book_fill(s, trade, "rest")
-            if result is not None:
-                booked.append(result)
-                self._notify.booked(result)
-        return booked
 
     def _resume(self, order: Order) -> dict[str, Any]:
         """A redelivered command: continue from what was persisted, by clientOrderId."""
@@ -306,13 +328,13 @@ class OrderService:
         found = self._exchange.fetch_order(order.symbol, order.client_order_id)
         if found is None:
             if order.status == OrderStatus.PENDING_NEW.value:
-                return self._send(order.id)
+                return self._send(order)
             if not OrderStatus(order.status).is_open:
                 return views.order_view(order)  # settled already; nothing to resume
             raise ExchangeUnavailable(
                 f"exchange no longer reports order {order.id}; order-sync will settle it"
             )
-        return self.record_exchange_state(order.id, found)
+        return self.record_exchange_state(order.id, found, sub_account_id=order.sub_account_id)
 
     def _find_by_request(self, request_id: str) -> Order | None:
         """The live intent of a previous delivery. A REJECTED one placed nothing, so a retry
@@ -460,8 +482,7 @@ class OrderService:
             qty=qty,
             reduceOnly=True,
         )
-        order_id = self._persist_intent(order, OrderType.MARKET, None, None, False, "close")
-        return self._send(order_id)
+        return self._send(self._persist_intent(order, OrderType.MARKET, None, None, False, "close"))
 
     def set_leverage(self, c: cmd.SetLeverage) -> dict[str, Any]:
         """Leverage is per sub-account and symbol, enforced by our checks; the master account
