@@ -96,6 +96,14 @@ def snapshot_payload(
     }
 
 
+def _moved(ratio: Decimal, before: Decimal) -> bool:
+    """A material move of the margin ratio (either side may be the infinite ratio of an
+    account whose equity is gone)."""
+    if not ratio.is_finite() or not before.is_finite():
+        return ratio != before
+    return abs(ratio - before) >= MATERIAL_RATIO_MOVE
+
+
 @dataclass
 class _Seen:
     tier: Tier
@@ -218,6 +226,9 @@ class RiskMonitor:
                     )
                 except ValueError:
                     continue  # a held symbol without a mark yet: wait for it rather than guess
+                except ArithmeticError:
+                    log.exception("risk snapshot failed", subAccountId=sub_account_id)
+                    continue  # one bad book must not stop the pass for everyone else
                 seen = self._seen[sub_account_id]
                 tier = classify_tier(seen.tier, snap.margin_ratio, book.thresholds)
                 payload = snapshot_payload(sub_account_id, book, snap, tier, now, mark_text)
@@ -229,7 +240,7 @@ class RiskMonitor:
                 elif tier.severity >= Tier.ADL1.severity and now - seen.enforced_at >= REENFORCE_MS:
                     to_enforce.append((sub_account_id, f"still {tier.value}"))
                     seen.enforced_at = now
-                if tier != seen.tier or abs(snap.margin_ratio - seen.ratio) >= MATERIAL_RATIO_MOVE:
+                if tier != seen.tier or _moved(snap.margin_ratio, seen.ratio):
                     updates.append((EventType.RISK_UPDATE, sub_account_id, payload))
                     seen.ratio = snap.margin_ratio
                 seen.tier = tier
