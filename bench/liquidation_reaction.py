@@ -94,7 +94,7 @@ def main() -> None:
         def out(name: str) -> Any:
             if not logs.is_dir():
                 return subprocess.DEVNULL
-            return open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child process
+            return open(logs / f"{name}.log", "ab")
 
         procs = [
             subprocess.Popen(
