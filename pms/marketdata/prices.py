@@ -72,10 +72,12 @@ class PriceService:
         self._memory: dict[str, PriceView] = {}
         self._lock = threading.Lock()
 
-    def get(self, symbol: str) -> PriceView:
+    def get(self, symbol: str, *, fresh: bool = False) -> PriceView:
+        """The price of ``symbol``. ``fresh`` skips the in-process copy: a risk decision must
+        see the mark that triggered it, not one up to ``memory_ms`` older."""
         now = self._clock.ms()
         with self._lock:
-            cached = self._memory.get(symbol)
+            cached = None if fresh else self._memory.get(symbol)
         if cached is not None and now - cached.ts <= self._memory_ms:
             return cached
         raw = self._client.get(price_key(self._prefix, symbol))
@@ -92,8 +94,8 @@ class PriceService:
         self._remember(view)
         return view
 
-    def mark(self, symbol: str) -> Decimal:
-        return self.get(symbol).mark
+    def mark(self, symbol: str, *, fresh: bool = False) -> Decimal:
+        return self.get(symbol, fresh=fresh).mark
 
     def forget(self, symbol: str | None = None) -> None:
         """Drop the in-process copy (all symbols when None): the next read goes to Redis/REST."""

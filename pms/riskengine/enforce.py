@@ -92,7 +92,7 @@ class RiskEnforcer:
     # -- assessment -------------------------------------------------------------------------
 
     def _snapshot(self, book: AccountBook) -> RiskSnapshot:
-        marks = {symbol: self.app.prices.mark(symbol) for symbol in book.symbols}
+        marks = {symbol: self.app.prices.mark(symbol, fresh=True) for symbol in book.symbols}
         return compute_snapshot(
             book.wallet, book.positions.values(), book.orders, marks, self.app.instruments.all()
         )
@@ -322,7 +322,7 @@ class RiskEnforcer:
             )
             for position in positions:
                 qty, symbol, leverage = position.qty, position.symbol, position.leverage
-                mark = self.app.prices.mark(symbol)
+                mark = self.app.prices.mark(symbol, fresh=True)
                 closing = Side.SELL if qty > 0 else Side.BUY
                 legs = (
                     (account, closing, f"takeover:{event_id}:{sub_account_id}"),

@@ -9,6 +9,7 @@ behind. A second thread follows booking events and reloads the accounts they nam
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from decimal import Decimal
 
@@ -20,13 +21,16 @@ log = structlog.get_logger(__name__)
 
 
 class RiskFeed:
-    def __init__(self, monitor: RiskMonitor, *, reload_every_s: float = 30.0) -> None:
+    def __init__(
+        self, monitor: RiskMonitor, *, reload_every_s: float = 30.0, revisit_every_s: float = 1.0
+    ) -> None:
         self.monitor = monitor
         self._pending: dict[str, Decimal] = {}
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._reload_every_s = reload_every_s
+        self._revisit_every_s = revisit_every_s
         self.passes = 0
 
     def offer(self, symbol: str, mark: Decimal) -> None:
@@ -48,10 +52,11 @@ class RiskFeed:
         log.info("risk monitor started", accounts=len(self.monitor.books))
 
     def _passes(self) -> None:
+        last_reload = time.monotonic()
         while not self._stop.is_set():
             with self._cond:
                 if not self._pending:
-                    self._cond.wait(self._reload_every_s)
+                    self._cond.wait(self._revisit_every_s)
                 marks, self._pending = self._pending, {}
             if self._stop.is_set():
                 break
@@ -59,8 +64,13 @@ class RiskFeed:
                 if marks:
                     self.monitor.on_marks(marks)
                     self.passes += 1
-                else:  # quiet for a while: pick up accounts that appeared without an event
-                    self.monitor.load_all()
+                else:
+                    # Quiet: keep pushing accounts that are still in an ADL or liquidation
+                    # tier, and now and then pick up accounts that appeared without an event.
+                    self.monitor.revisit()
+                    if time.monotonic() - last_reload >= self._reload_every_s:
+                        self.monitor.load_all()
+                        last_reload = time.monotonic()
             except Exception:  # a pass must never kill the thread: log and go on
                 log.exception("risk pass failed")
 

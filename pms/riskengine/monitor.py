@@ -253,6 +253,17 @@ class RiskMonitor:
             self._enqueue(sub_account_id, reason)
         return count
 
+    def revisit(self) -> int:
+        """Re-evaluate accounts in an ADL or liquidation tier even if no mark moved: their
+        enforcement is asked for again (at most once a second) until they are out of it."""
+        with self._lock:
+            ids = [
+                i
+                for i, seen in self._seen.items()
+                if seen.tier.severity >= Tier.ADL1.severity and i in self.books
+            ]
+        return self._evaluate(ids) if ids else 0
+
     # -- change feed ------------------------------------------------------------------------
 
     def follow_changes(self, stop: threading.Event) -> None:

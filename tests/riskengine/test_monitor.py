@@ -96,3 +96,17 @@ def test_only_holders_of_the_moved_symbol_are_evaluated(
     assert m.on_marks({"ETH/USDT:USDT": D(3000)}) == 0
     assert m.on_marks({BTC: D(60_010)}) == 1
     assert m.on_marks({BTC: D(60_010)}) == 0  # unchanged mark: nothing to do
+
+
+def test_quiet_market_still_pushes_an_unfinished_liquidation(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    clock = TestClock()
+    asked: list[tuple[int, str]] = []
+    m = monitor(settings, redis_client, clock, asked)
+    m.on_marks({BTC: D(58_220)})  # equity 110 < maintenance 116.4: LIQUIDATION
+    assert asked == [(7, "tier NORMAL -> LIQUIDATION")]
+    assert m.revisit() == 1 and len(asked) == 1  # within the second: not asked again yet
+    clock.advance(ms=REENFORCE_MS)
+    m.revisit()  # no mark moved, but the account is still beyond liquidation
+    assert asked[-1] == (7, "still LIQUIDATION")
