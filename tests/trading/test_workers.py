@@ -195,7 +195,10 @@ def test_worker_killed_mid_command_completes_once(
     # Its own namespace: no other fleet may take the command.
     namespace = f"{settings.dramatiq_namespace}-kill-{uuid.uuid4().hex[:6]}"
     worker_env = worker_env | {"PMS_DRAMATIQ_NAMESPACE": namespace}
-    gw = Gateway(settings.model_copy(update={"dramatiq_namespace": namespace}), user=f"u-{uuid.uuid4().hex[:8]}")
+    gw = Gateway(
+        settings.model_copy(update={"dramatiq_namespace": namespace}),
+        user=f"u-{uuid.uuid4().hex[:8]}",
+    )
     first = WorkerFleet(worker_env, processes=1, threads=2, log_path=tmp_path / "first.log").start()
     try:
         sub = open_account(gw, "5000")
@@ -214,7 +217,9 @@ def test_worker_killed_mid_command_completes_once(
         first.kill()
         # Killed mid-command: the intent is stored, the exchange has not answered, no result.
         with unit_of_work(session_factory) as s:
-            status = s.execute(select(Order.status).where(Order.request_id == command["requestId"])).scalar_one()
+            status = s.execute(
+                select(Order.status).where(Order.request_id == command["requestId"])
+            ).scalar_one()
         assert status == "PENDING_NEW"
         assert gw.results.get(command["requestId"]) is None
         sim.admin("/sim/latency", {"ms": 0})
