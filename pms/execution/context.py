@@ -82,7 +82,10 @@ def build_context(
     marks: dict[str, Decimal],
     quotes: dict[str, Quote],
     clock: Clock,
+    *,
+    positions: dict[str, RiskPosition] | None = None,
 ) -> RiskContext:
+    """``positions``: the open positions when the caller already read them under the lock."""
     rules = session.get(RiskRules, account.id)
     assert rules is not None, "every sub-account has a risk_rules row"
     since = clock.now() - timedelta(minutes=1)
@@ -102,7 +105,7 @@ def build_context(
         status=AccountStatus(account.status),
         wallet=account.wallet_balance,
         rules=rules_view(rules),
-        positions=open_positions(session, account.id),
+        positions=open_positions(session, account.id) if positions is None else positions,
         marks=marks,
         instruments=instruments,
         open_orders=open_orders(session, account.id),

@@ -43,7 +43,7 @@ from pms.exchange.errors import UnknownOrderState
 from pms.exchange.model import Exchange, ExchangeOrder, OrderRequest
 from pms.execution import views
 from pms.execution.booking import Booked, book_fill
-from pms.execution.context import build_context
+from pms.execution.context import build_context, open_positions
 from pms.execution.instruments import InstrumentCache
 from pms.execution.notify import Notifier
 from pms.marketdata.prices import PriceService
@@ -161,7 +161,8 @@ class OrderService:
         with unit_of_work(self._factory) as s:
             account = lock_account(s, c.subAccountId)
             authorize(account, c.userId, c.is_admin)
-            symbols = {c.symbol} | set(self._held_symbols(s, account.id))
+            positions = open_positions(s, account.id)
+            symbols = {c.symbol} | set(positions)
             marks, quotes = {}, {}
             for symbol in symbols:
                 view = self._prices.get(symbol)
@@ -193,7 +194,9 @@ class OrderService:
                 time_in_force=tif,
                 leverage=c.leverage,
             )
-            context = build_context(s, account, self._instruments.all(), marks, quotes, self._clock)
+            context = build_context(
+                s, account, self._instruments.all(), marks, quotes, self._clock, positions=positions
+            )
             decision = validate(intent, context)
             if not decision.accepted:
                 primary = decision.primary
@@ -344,15 +347,6 @@ class OrderService:
                 Order.request_id == request_id, Order.status != OrderStatus.REJECTED.value
             )
             return s.execute(query.order_by(Order.id)).scalars().first()
-
-    @staticmethod
-    def _held_symbols(s: Session, sub_account_id: int) -> list[str]:
-        rows = s.execute(
-            select(Position.symbol).where(
-                Position.sub_account_id == sub_account_id, Position.closed_at.is_(None)
-            )
-        ).scalars()
-        return list(rows)
 
     @staticmethod
     def _remember_leverage(s: Session, sub_account_id: int, symbol: str, leverage: int) -> None:
