@@ -68,6 +68,15 @@ def book_fill(session: Session, trade: TradeReport, source: str) -> Booked | Non
     return _book(session, account, order, trade, source, order.leverage)
 
 
+def book_order_fill(
+    session: Session, account: SubAccount, order: Order, trade: TradeReport, source: str
+) -> Booked | None:
+    """:func:`book_fill` for a caller that already holds the sub-account's lock and then the
+    order's (``SELECT ... FOR UPDATE``, both loaded as locked) and knows ``trade`` is that
+    order's: skips finding and re-locking them."""
+    return _book(session, account, order, trade, source, order.leverage, order_locked=True)
+
+
 def book_transfer_fill(
     session: Session, account: SubAccount, trade: TradeReport, source: str, leverage: int
 ) -> Booked | None:
@@ -86,6 +95,8 @@ def _book(
     trade: TradeReport,
     source: str,
     leverage: int,
+    *,
+    order_locked: bool = False,
 ) -> Booked | None:
     fill_id = session.execute(
         insert(Fill)
@@ -109,7 +120,8 @@ def _book(
     if fill_id is None:
         return None
     if order is not None:
-        session.refresh(order, with_for_update=True)
+        if not order_locked:
+            session.refresh(order, with_for_update=True)
         _update_order(order, trade)
     fee_usdt = trade.fee if trade.fee_asset == "USDT" else ZERO
     position, realized = _update_position(session, account.id, trade, leverage, fee_usdt)

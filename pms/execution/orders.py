@@ -42,7 +42,7 @@ from pms.errors import (
 from pms.exchange.errors import UnknownOrderState
 from pms.exchange.model import Exchange, ExchangeOrder, OrderRequest
 from pms.execution import views
-from pms.execution.booking import Booked, book_fill
+from pms.execution.booking import Booked, book_fill, book_order_fill
 from pms.execution.context import build_context, open_positions
 from pms.execution.instruments import InstrumentCache
 from pms.execution.notify import Notifier
@@ -288,7 +288,7 @@ class OrderService:
                 sub_account_id = s.execute(
                     select(Order.sub_account_id).where(Order.id == order_id)
                 ).scalar_one()
-            lock_account(s, sub_account_id)
+            account = lock_account(s, sub_account_id)
             order = s.get(Order, order_id, with_for_update=True, populate_existing=True)
             assert order is not None
             order.exchange_order_id = acked.exchange_order_id
@@ -298,7 +298,11 @@ class OrderService:
             if trades:
                 s.flush()  # booking finds the order by its exchange id
             for trade in trades:
-                result = book_fill(s, trade, "rest")
+                result = (
+                    book_order_fill(s, account, order, trade, "rest")
+                    if trade.exchange_order_id == order.exchange_order_id
+                    else book_fill(s, trade, "rest")
+                )
                 if result is not None:
                     booked.append(result)
             status = _EXCHANGE_STATUS.get(acked.status)
