@@ -113,9 +113,9 @@ class SchedulerService:
         self._step_down()
 
     def _step_down(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
 
     def stop(self) -> None:
         self._stop.set()

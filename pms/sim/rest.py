@@ -385,9 +385,11 @@ class Rest:
         start = int_param(p, "startTime", 0) or 0
         end = int_param(p, "endTime", 1 << 62) or (1 << 62)
         limit = min(max(int_param(p, "limit", 500) or 500, 1), 1000)
+        order_id = int_param(p, "orderId", 0) or 0  # Binance: only together with symbol
         rows = [
             t for t in self.state.engine.trades
             if t.spec.symbol == symbol and t.trade_id >= from_id and start <= t.time <= end
+            and (not order_id or t.order_id == order_id)
         ]  # fmt: skip
         rows = rows[:limit] if from_id else rows[-limit:]
         return [t.payload() for t in rows]

@@ -246,3 +246,16 @@ def test_factory_keeps_binance_urls_without_base_url() -> None:
     ex = make_binanceusdm(None, "k", "s")
     assert ex.urls["api"]["fapiPrivate"].startswith("https://fapi.binance.com")
     assert ex.options["fetchCurrencies"] is False and ex.options["maxRetriesOnFailure"] == 0
+
+
+def test_user_trades_filter_by_order_id(ex: Any, sim: SimServer) -> None:
+    """``GET /fapi/v1/userTrades?symbol=&orderId=`` returns only that order's trades."""
+    first = ex.fapiPrivatePostOrder(
+        {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.002"}
+    )
+    second = ex.fapiPrivatePostOrder(
+        {"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": "0.002"}
+    )
+    trades = ex.fapiPrivateGetUserTrades({"symbol": "BTCUSDT", "orderId": first["orderId"]})
+    assert trades and {t["orderId"] for t in trades} == {first["orderId"]}
+    assert second["orderId"] not in {t["orderId"] for t in trades}
