@@ -244,13 +244,15 @@ class RiskMonitor:
                     updates.append((EventType.RISK_UPDATE, sub_account_id, payload))
                     seen.ratio = snap.margin_ratio
                 seen.tier = tier
+        # Enforcement first: it is the latency that matters (a liquidation waits on it);
+        # snapshots and events follow in the same pass.
+        for sub_account_id, reason in to_enforce:
+            log.info("risk tier change: enforcing", subAccountId=sub_account_id, reason=reason)
+            self._enqueue(sub_account_id, reason)
         if writes:
             self._client.mset(writes)  # one command: far cheaper to pack than N SETs
         if updates:
             self._events.publish_many(updates)
-        for sub_account_id, reason in to_enforce:
-            log.info("risk tier change: enforcing", subAccountId=sub_account_id, reason=reason)
-            self._enqueue(sub_account_id, reason)
         return count
 
     def revisit(self) -> int:
