@@ -10,6 +10,9 @@ Two passes are timed:
 * all symbols' marks change at once: every account and every position is re-evaluated;
 * one symbol's mark changes: only its holders are.
 
+Each round moves every mark by up to ±0.1% (a random walk); accounts whose ratio moved by a
+material amount also get a ``risk_update`` event, published within the timed pass.
+
 Baselines measured in the same run: a bare loop computing ``qty·(mark − entry)`` over the
 same positions (the least any pass must do), and one pipelined round trip writing the same
 number of snapshots of the same size (the least the Redis part can cost).
@@ -137,7 +140,11 @@ def main() -> None:
 
     all_times, one_times, evaluated_all, evaluated_one = [], [], 0, 0
     for r in range(args.rounds):
-        marks = {s: D(10_000) + D(rng.randint(-300, 300)) / 10 for s in by_symbol}
+        # A mark tick: each symbol moves up to ±0.1% (a random walk, as marks do).
+        marks = {
+            s: (m * (1 + D(rng.randint(-10, 10)) / 10_000)).quantize(D("0.01"))
+            for s, m in monitor.marks.items()
+        }
         t0 = time.perf_counter()
         evaluated_all = monitor.on_marks(marks)
         all_times.append((time.perf_counter() - t0) * 1000)
