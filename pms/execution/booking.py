@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from pms.accounts.ledger import lock_account, post_entry
 from pms.accounts.service import house_account
@@ -25,7 +26,7 @@ from pms.domain.enums import LedgerKind, OrderStatus
 from pms.domain.numbers import ZERO
 from pms.exchange.model import TradeReport
 from pms.execution import views
-from pms.execution.position_math import apply_fill
+from pms.execution.position_math import FillEffect, apply_fill
 from pms.messaging.events import EventType
 
 TERMINAL = {
@@ -98,6 +99,40 @@ def _book(
     *,
     order_locked: bool = False,
 ) -> Booked | None:
+    # Locks in the path's order (account held by the caller, then the order, then the
+    # account's open positions), then the fill row with its realized PnL: a fill already
+    # booked conflicts and nothing else is written.
+    if order is not None and not order_locked:
+        session.refresh(order, with_for_update=True)
+    # No autoflush until the position is written: the order's pending changes (the caller's
+    # acknowledgement, this fill) go out in one UPDATE with the booking's flush. Anything
+    # else the caller left pending is flushed first, as an autoflush would have.
+    if session.new or any(obj is not order for obj in session.dirty):
+        session.flush()
+    with session.no_autoflush:
+        return _book_locked(session, account, order, trade, source, leverage)
+
+
+def _book_locked(
+    session: Session,
+    account: SubAccount,
+    order: Order | None,
+    trade: TradeReport,
+    source: str,
+    leverage: int,
+) -> Booked | None:
+    positions = list(
+        session.execute(
+            select(Position)
+            .where(Position.sub_account_id == account.id, Position.closed_at.is_(None))
+            .order_by(Position.id)
+            .with_for_update()
+        ).scalars()
+    )
+    position = next((p for p in positions if p.symbol == trade.symbol), None)
+    qty = position.qty if position else ZERO
+    entry = position.entry_price if position else ZERO
+    effect = apply_fill(qty, entry, trade.side, trade.qty, trade.price)
     fill_id = session.execute(
         insert(Fill)
         .values(
@@ -110,6 +145,7 @@ def _book(
             price=trade.price,
             fee=trade.fee,
             fee_asset=trade.fee_asset,
+            realized_pnl=effect.realized,
             is_maker=trade.is_maker,
             source=source,
             traded_at=trade.traded_at,
@@ -120,13 +156,13 @@ def _book(
     if fill_id is None:
         return None
     if order is not None:
-        if not order_locked:
-            session.refresh(order, with_for_update=True)
         _update_order(order, trade)
     fee_usdt = trade.fee if trade.fee_asset == "USDT" else ZERO
-    position, realized = _update_position(session, account.id, trade, leverage, fee_usdt)
+    position = _update_position(
+        session, account.id, position, positions, trade, leverage, fee_usdt, effect
+    )
+    realized = effect.realized
     balance_events = _post_pnl_and_fee(session, account, realized, fee_usdt, fill_id)
-    session.execute(update(Fill).where(Fill.id == fill_id).values(realized_pnl=realized))
 
     booked = Booked(fill_id=fill_id, sub_account_id=account.id)
     booked.events.append(
@@ -137,7 +173,10 @@ def _book(
     if position is not None:
         booked.events.append((EventType.POSITION_UPDATE, account.id, views.position_view(position)))
     booked.events.extend(balance_events)
-    booked.open_positions = open_positions_view(session, account.id)
+    still_open = sorted(
+        (p for p in positions if p.closed_at is None), key=lambda p: p.symbol.encode()
+    )
+    booked.open_positions = [views.position_view(p) for p in still_open]
     return booked
 
 
@@ -161,21 +200,17 @@ def _update_order(order: Order, trade: TradeReport) -> None:
 
 
 def _update_position(
-    session: Session, sub_account_id: int, trade: TradeReport, leverage: int, fee: Decimal
-) -> tuple[Position | None, Decimal]:
-    """Apply the fill to the open position (the fee is charged to the row left open)."""
-    position = session.execute(
-        select(Position)
-        .where(
-            Position.sub_account_id == sub_account_id,
-            Position.symbol == trade.symbol,
-            Position.closed_at.is_(None),
-        )
-        .with_for_update()
-    ).scalar_one_or_none()
-    qty = position.qty if position else ZERO
-    entry = position.entry_price if position else ZERO
-    effect = apply_fill(qty, entry, trade.side, trade.qty, trade.price)
+    session: Session,
+    sub_account_id: int,
+    position: Position | None,
+    positions: list[Position],
+    trade: TradeReport,
+    leverage: int,
+    fee: Decimal,
+    effect: FillEffect,
+) -> Position:
+    """Apply the fill to the open position (the fee is charged to the row left open).
+    ``positions``: the account's open positions, locked; rows opened here are appended."""
     if position is None:
         position = Position(
             sub_account_id=sub_account_id,
@@ -188,6 +223,7 @@ def _update_position(
             opened_at=trade.traded_at,
         )
         session.add(position)
+        positions.append(position)
     position.realized_pnl += effect.realized
     position.updated_at = trade.traded_at
     if effect.flipped:
@@ -207,6 +243,7 @@ def _update_position(
             updated_at=trade.traded_at,
         )
         session.add(position)
+        positions.append(position)
     elif effect.qty == 0:
         position.qty = ZERO
         position.closed_at = trade.traded_at
@@ -215,31 +252,59 @@ def _update_position(
         position.entry_price = effect.entry
     position.fees_paid += fee
     session.flush()
-    return position, effect.realized
+    return position
 
 
-def _charge(
-    session: Session, account: SubAccount, kind: LedgerKind, amount: Decimal, fill_id: int
-) -> Decimal:
-    """Post ``amount``; if it would take the balance below zero, post what there is and
-    return the shortfall for the house to absorb."""
-    if amount == 0:
-        return ZERO
-    shortfall = ZERO
-    if account.wallet_balance + amount < 0:
-        shortfall = -(account.wallet_balance + amount)
-        amount = -account.wallet_balance
-    if amount != 0:
-        post_entry(session, account, kind, amount, ref_type="fill", ref_id=str(fill_id))
-    return shortfall
+# The ledger entries of one fill and the resulting balance, as one statement (the caller holds
+# the account's lock; the ORM copy of the balance is set to the same value afterwards).
+_POST_ENTRIES_SQL = """
+WITH e AS (
+  INSERT INTO ledger_entries (sub_account_id, kind, amount, balance_after, ref_type, ref_id)
+  VALUES {values}
+  RETURNING 1
+)
+UPDATE sub_accounts SET wallet_balance = %(balance)s, updated_at = now()
+WHERE id = %(account)s AND (SELECT count(*) FROM e) = %(n)s
+"""
 
 
 def _post_pnl_and_fee(
     session: Session, account: SubAccount, realized: Decimal, fee: Decimal, fill_id: int
 ) -> list[Event]:
+    """Post realized PnL then the fee; what would take the balance below zero is posted up
+    to the balance and the shortfall charged to the house (INSURANCE)."""
     before = account.wallet_balance
-    shortfall = _charge(session, account, LedgerKind.REALIZED_PNL, realized, fill_id)
-    shortfall += _charge(session, account, LedgerKind.FEE, -fee, fill_id)
+    balance = before
+    shortfall = ZERO
+    entries: list[tuple[LedgerKind, Decimal, Decimal]] = []
+    for kind, amount in ((LedgerKind.REALIZED_PNL, realized), (LedgerKind.FEE, -fee)):
+        if amount == 0:
+            continue
+        if balance + amount < 0:
+            shortfall += -(balance + amount)
+            amount = -balance
+        if amount != 0:
+            balance += amount
+            entries.append((kind, amount, balance))
+    if entries:
+        params: dict[str, Any] = {
+            "balance": balance,
+            "account": account.id,
+            "n": len(entries),
+            "ref_type": "fill",
+            "ref_id": str(fill_id),
+        }
+        rows = []
+        for i, (kind, amount, after) in enumerate(entries):
+            params[f"k{i}"], params[f"a{i}"], params[f"b{i}"] = kind.value, amount, after
+            rows.append(f"(%(account)s, %(k{i})s, %(a{i})s, %(b{i})s, %(ref_type)s, %(ref_id)s)")
+        updated = (
+            session.connection()
+            .exec_driver_sql(_POST_ENTRIES_SQL.format(values=", ".join(rows)), params)
+            .rowcount
+        )
+        assert updated == 1, "the ledger entries and the balance move together"
+        set_committed_value(account, "wallet_balance", balance)
     events: list[Event] = []
     if shortfall > 0:
         absorb_shortfall(

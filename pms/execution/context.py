@@ -7,6 +7,7 @@ what stops concurrent orders from many workers overspending one sub-account.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
@@ -113,4 +114,122 @@ def build_context(
         tier=Tier(account.tier),
         quotes=quotes,
         leverages=leverages,
+    )
+
+
+# Everything the checks read besides the locked account row, in one round trip (run after
+# the lock, so it sees every intent committed before the lock was granted). Numbers travel
+# as text inside the JSON arrays so they come back as exact Decimals.
+_ORDER_CONTEXT_SQL = """
+SELECT r.max_leverage, r.max_notional_per_symbol, r.max_exposure_multiple, r.price_band_bps,
+  r.max_orders_per_minute, r.warning_ratio, r.restricted_ratio, r.adl1_ratio, r.adl2_ratio,
+  r.liquidation_ratio,
+  (SELECT count(*) FROM orders
+    WHERE sub_account_id = %(a)s AND created_at >= %(since)s) AS recent,
+  (SELECT json_agg(json_build_array(symbol, leverage)) FROM symbol_leverage
+    WHERE sub_account_id = %(a)s) AS leverages,
+  (SELECT json_agg(json_build_array(symbol, side, qty::text, filled_qty::text, price::text,
+      leverage, reduce_only))
+    FROM orders WHERE sub_account_id = %(a)s AND status = ANY(%(open)s)) AS open_orders,
+  (SELECT json_agg(json_build_array(symbol, qty::text, entry_price::text, leverage))
+    FROM positions WHERE sub_account_id = %(a)s AND closed_at IS NULL) AS positions,
+  (SELECT id FROM orders WHERE request_id = %(rid)s AND status <> %(rejected)s
+    ORDER BY id LIMIT 1) AS existing
+FROM risk_rules r WHERE r.sub_account_id = %(a)s
+"""
+
+
+@dataclass(slots=True)
+class OrderContextRows:
+    """What :func:`read_order_context` read: the inputs of :func:`context_from_rows`."""
+
+    rules: RulesView
+    recent: int
+    leverages: dict[str, int]
+    open_orders: list[OpenOrder]
+    positions: dict[str, RiskPosition]
+    existing_order_id: int | None
+
+
+def _dec(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def read_order_context(
+    session: Session, sub_account_id: int, request_id: str | None, clock: Clock
+) -> OrderContextRows:
+    """Rules, recent order count, leverages, open orders, open positions and the live intent
+    of ``request_id`` (a previous delivery), as one statement. The caller holds the lock."""
+    row = (
+        session.connection()
+        .exec_driver_sql(
+            _ORDER_CONTEXT_SQL,
+            {
+                "a": sub_account_id,
+                "since": clock.now() - timedelta(minutes=1),
+                "open": OPEN_STATUSES,
+                "rid": request_id,
+                "rejected": OrderStatus.REJECTED.value,
+            },
+        )
+        .one_or_none()
+    )
+    assert row is not None, "every sub-account has a risk_rules row"
+    rules = RulesView(
+        max_leverage=row[0],
+        max_notional_per_symbol=row[1],
+        max_exposure_multiple=row[2],
+        price_band_bps=row[3],
+        max_orders_per_window=row[4],
+        thresholds=TierThresholds(
+            warning=row[5], restricted=row[6], adl1=row[7], adl2=row[8], liquidation=row[9]
+        ),
+    )
+    open_orders_: list[OpenOrder] = []
+    for sym, side, qty_s, filled_s, price_s, lev, ro in row[12] or ():
+        qty, filled = Decimal(qty_s), Decimal(filled_s)
+        if qty > filled:
+            open_orders_.append(
+                OpenOrder(
+                    symbol=sym,
+                    side=Side(side),
+                    qty=qty - filled,
+                    price=_dec(price_s),
+                    leverage=lev,
+                    reduce_only=ro,
+                )
+            )
+    positions = {
+        sym: RiskPosition(symbol=sym, qty=Decimal(qty_s), entry=Decimal(entry_s), leverage=lev)
+        for sym, qty_s, entry_s, lev in row[13] or ()
+    }
+    return OrderContextRows(
+        rules=rules,
+        recent=int(row[10]),
+        leverages={sym: lev for sym, lev in row[11] or ()},
+        open_orders=open_orders_,
+        positions=positions,
+        existing_order_id=row[14],
+    )
+
+
+def context_from_rows(
+    account: SubAccount,
+    rows: OrderContextRows,
+    instruments: dict[str, Instrument],
+    marks: dict[str, Decimal],
+    quotes: dict[str, Quote],
+) -> RiskContext:
+    return RiskContext(
+        status=AccountStatus(account.status),
+        wallet=account.wallet_balance,
+        rules=rows.rules,
+        positions=rows.positions,
+        marks=marks,
+        instruments=instruments,
+        open_orders=rows.open_orders,
+        recent_order_count=rows.recent,
+        tier=Tier(account.tier),
+        quotes=quotes,
+        leverages=rows.leverages,
     )

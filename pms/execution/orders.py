@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,7 +43,7 @@ from pms.exchange.errors import UnknownOrderState
 from pms.exchange.model import Exchange, ExchangeOrder, OrderRequest
 from pms.execution import views
 from pms.execution.booking import Booked, book_fill, book_order_fill
-from pms.execution.context import build_context, open_positions
+from pms.execution.context import context_from_rows, read_order_context
 from pms.execution.instruments import InstrumentCache
 from pms.execution.notify import Notifier
 from pms.marketdata.prices import PriceService
@@ -64,6 +64,17 @@ _EXCHANGE_STATUS = {
     "EXPIRED_IN_MATCH": OrderStatus.EXPIRED,
     "REJECTED": OrderStatus.REJECTED,
 }
+
+
+_INSERT_INTENT_SQL = """
+WITH n AS (SELECT nextval('orders_id_seq') AS id)
+INSERT INTO orders (id, client_order_id, sub_account_id, symbol, side, type, qty, price,
+  reduce_only, post_only, time_in_force, leverage, status, filled_qty, origin, request_id)
+VALUES ((SELECT id FROM n), %(prefix)s || (SELECT id FROM n), %(sub_account_id)s, %(symbol)s,
+  %(side)s, %(type)s, %(qty)s, %(price)s, %(reduce_only)s, %(post_only)s, %(time_in_force)s,
+  %(leverage)s, %(status)s, %(filled_qty)s, %(origin)s, %(request_id)s)
+RETURNING id, created_at, updated_at
+"""
 
 
 def client_order_id(order_id: int) -> str:
@@ -113,10 +124,19 @@ class OrderService:
         *,
         origin: str,
     ) -> dict[str, Any]:
-        existing = self._find_by_request(c.requestId)
-        if existing is not None:
-            return self._resume(existing)
-        return self._send(self._persist_intent(c, order_type, price, tif, post_only, origin))
+        return self._place_or_resume(c, order_type, price, tif, post_only, origin)
+
+    def _place_or_resume(
+        self,
+        c: cmd.PlaceMarketOrder | cmd.PlaceLimitOrder,
+        order_type: OrderType,
+        price: Decimal | None,
+        tif: TimeInForce | None,
+        post_only: bool,
+        origin: str,
+    ) -> dict[str, Any]:
+        order, resumed = self._persist_intent(c, order_type, price, tif, post_only, origin)
+        return self._resume(order) if resumed else self._send(order)
 
     def place_internal(
         self,
@@ -140,12 +160,7 @@ class OrderService:
             qty=qty,
             reduceOnly=reduce_only,
         )
-        existing = self._find_by_request(request_id)
-        if existing is not None:
-            return self._resume(existing)
-        return self._send(
-            self._persist_intent(command, OrderType.MARKET, None, None, False, origin)
-        )
+        return self._place_or_resume(command, OrderType.MARKET, None, None, False, origin)
 
     def _persist_intent(
         self,
@@ -155,13 +170,21 @@ class OrderService:
         tif: TimeInForce | None,
         post_only: bool,
         origin: str,
-    ) -> Order:
-        """Validate under the sub-account's lock and commit the intent; returns it (detached)."""
+    ) -> tuple[Order, bool]:
+        """Validate under the sub-account's lock and commit the intent; returns it (detached)
+        and False. When a previous delivery of the request left a live intent, returns that
+        one and True instead (nothing is validated or written: the caller resumes it)."""
         instrument = self._instruments.get(c.symbol)
         with unit_of_work(self._factory) as s:
             account = lock_account(s, c.subAccountId)
+            # After the lock: sees every intent committed before it was granted.
+            rows = read_order_context(s, account.id, c.requestId, self._clock)
+            if rows.existing_order_id is not None:
+                existing = s.get(Order, rows.existing_order_id)
+                assert existing is not None
+                return existing, True
             authorize(account, c.userId, c.is_admin)
-            positions = open_positions(s, account.id)
+            positions = rows.positions
             symbols = {c.symbol} | set(positions)
             marks, quotes = {}, {}
             for symbol in symbols:
@@ -194,9 +217,7 @@ class OrderService:
                 time_in_force=tif,
                 leverage=c.leverage,
             )
-            context = build_context(
-                s, account, self._instruments.all(), marks, quotes, self._clock, positions=positions
-            )
+            context = context_from_rows(account, rows, self._instruments.all(), marks, quotes)
             decision = validate(intent, context)
             if not decision.accepted:
                 primary = decision.primary
@@ -204,32 +225,44 @@ class OrderService:
                 error = primary.to_exception()
                 error.details["reasons"] = [r.to_error() for r in decision.reasons]
                 raise error
-            order_id = int(s.execute(select(func.nextval("orders_id_seq"))).scalar_one())
+            values: dict[str, Any] = {
+                "sub_account_id": account.id,
+                "symbol": c.symbol,
+                "side": c.side.value,
+                "type": order_type.value,
+                "qty": qty,
+                "price": price,
+                "reduce_only": c.reduceOnly,
+                "post_only": post_only,
+                "time_in_force": tif.value if tif else None,
+                "leverage": context.leverage_for(intent),
+                "status": OrderStatus.PENDING_NEW.value,
+                "filled_qty": Decimal(0),
+                "origin": origin,
+                "request_id": c.requestId,
+            }
+            # One statement: the id from the sequence, the clientOrderId derived from it.
+            order_id, created_at, updated_at = (
+                s.connection()
+                .exec_driver_sql(_INSERT_INTENT_SQL, {**values, "prefix": CLIENT_ID_PREFIX})
+                .one()
+            )
             order = Order(
                 id=order_id,
                 client_order_id=client_order_id(order_id),
-                sub_account_id=account.id,
-                symbol=c.symbol,
-                side=c.side.value,
-                type=order_type.value,
-                qty=qty,
-                price=price,
-                reduce_only=c.reduceOnly,
-                post_only=post_only,
-                time_in_force=tif.value if tif else None,
-                leverage=context.leverage_for(intent),
-                status=OrderStatus.PENDING_NEW.value,
-                filled_qty=Decimal(0),
-                origin=origin,
-                request_id=c.requestId,
+                exchange_order_id=None,
+                avg_price=None,
+                reject_reason=None,
+                created_at=created_at,
+                updated_at=updated_at,
+                **values,
             )
-            s.add(order)
             if c.leverage is not None:
                 self._remember_leverage(s, account.id, c.symbol, c.leverage)
         log.debug(
             "order intent persisted", orderId=order_id, subAccountId=c.subAccountId, symbol=c.symbol
         )
-        return order
+        return order, False
 
     def _send(self, order: Order) -> dict[str, Any]:
         """Place a committed intent (as persisted: the caller's copy or one just loaded)."""
@@ -295,8 +328,6 @@ class OrderService:
             if order.status == OrderStatus.PENDING_NEW.value:
                 order.status = OrderStatus.NEW.value
                 order.updated_at = self._clock.now()
-            if trades:
-                s.flush()  # booking finds the order by its exchange id
             for trade in trades:
                 result = (
                     book_order_fill(s, account, order, trade, "rest")
@@ -480,7 +511,7 @@ class OrderService:
             qty=qty,
             reduceOnly=True,
         )
-        return self._send(self._persist_intent(order, OrderType.MARKET, None, None, False, "close"))
+        return self._place_or_resume(order, OrderType.MARKET, None, None, False, "close")
 
     def set_leverage(self, c: cmd.SetLeverage) -> dict[str, Any]:
         """Leverage is per sub-account and symbol, enforced by our checks; the master account

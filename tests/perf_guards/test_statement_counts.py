@@ -15,7 +15,7 @@ from pms.commands import schemas as cmd
 from tests.trading.conftest import BTC, Trader
 
 # A market order that opens or adds to a position with one fill.
-MAX_STATEMENTS_MARKET_ORDER = 22  # 51 before (docs/performance.md)
+MAX_STATEMENTS_MARKET_ORDER = 12  # 51, then 22 before (docs/performance.md)
 MAX_EXCHANGE_CALLS_MARKET_ORDER = 2  # place + that order's trades
 
 
