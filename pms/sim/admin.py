@@ -112,7 +112,7 @@ class Admin:
             speed = body["speed"]
             if isinstance(speed, bool) or not isinstance(speed, (int, float)) or speed < 0:
                 raise AdminError("speed must be a non-negative number")
-            self.state.walk_speed = float(speed)
+            self.state.walk_speed = float(speed)  # float-ok: a speed factor, not money
         return {"paused": self.state.walk_paused, "speed": self.state.walk_speed}
 
     async def ws_drop(self, body: dict[str, Any]) -> Any:

@@ -35,8 +35,8 @@ class Bracket:
             "initialLeverage": self.initial_leverage,
             "notionalCap": int(self.notional_cap),
             "notionalFloor": int(self.notional_floor),
-            "maintMarginRatio": float(self.mmr),
-            "cum": float(self.cum),
+            "maintMarginRatio": float(self.mmr),  # float-ok: Binance sends JSON numbers here
+            "cum": float(self.cum),  # float-ok: as Binance does
         }
 
 

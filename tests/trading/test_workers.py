@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -77,14 +78,25 @@ def test_round_trip_and_redelivered_message_is_one_order(
     gateway.enqueue("place_market_order", command)
     first = gateway.wait(command["requestId"])
     assert first["ok"] and first["data"]["status"] == "FILLED", first
-    # A gateway retry and a broker redelivery: the same command, twice more.
-    gateway.results.client = gateway.client
-    gateway.client.delete(gateway.results.key(command["requestId"]))
+    # A gateway retry and a broker redelivery: the same command, twice more. Each delivery
+    # answers on the results channel; wait for both answers.
+    listener = gateway.client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(gateway.results.channel)
     gateway.enqueue("place_market_order", command)
     gateway.enqueue("place_market_order", command)
-    again = gateway.wait(command["requestId"])
-    time.sleep(0.3)  # let the third delivery finish too
-    assert again == first
+    answers: list[dict] = []
+
+    def two_answers() -> bool:
+        message = listener.get_message(timeout=0.05)
+        if message is not None:
+            result = orjson.loads(message["data"])
+            if result["requestId"] == command["requestId"]:
+                answers.append(result)
+        return len(answers) >= 2
+
+    wait_for(two_answers, 20, interval=0, message="both duplicate deliveries answered")
+    listener.close()
+    assert answers == [first, first]
     assert len(sim_orders(sim, first["data"]["clientOrderId"])) == 1
     with unit_of_work(session_factory) as s:
         assert (
