@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,17 +18,20 @@ from pms.db.models import LedgerEntry, SubAccount
 from pms.domain.enums import LedgerKind
 from pms.errors import NotFound, ValidationError
 
+# Built once (construction and cache key are per statement object; this is the hot path).
+_LOCK_ACCOUNT = (
+    select(SubAccount)
+    .where(SubAccount.id == bindparam("id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+
 
 def lock_account(session: Session, sub_account_id: int) -> SubAccount:
     """Load the sub-account with ``SELECT ... FOR UPDATE``; NotFound if there is none."""
     # populate_existing: a copy already in the session is overwritten with the row as locked
     # (one statement, where a separate refresh would be a second SELECT).
-    account = session.execute(
-        select(SubAccount)
-        .where(SubAccount.id == sub_account_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one_or_none()
+    account = session.execute(_LOCK_ACCOUNT, {"id": sub_account_id}).scalar_one_or_none()
     if account is None:
         raise NotFound(
             f"sub-account {sub_account_id} does not exist", {"subAccountId": sub_account_id}

@@ -20,8 +20,7 @@ from typing import Any, TypeVar
 import orjson
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pms.clock import Clock
@@ -36,6 +35,18 @@ log = structlog.get_logger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[M], dict[str, Any]]
+
+
+# The claim and the completion as plain SQL (the hot path: two statements per command).
+_CLAIM_SQL = (
+    "INSERT INTO requests (request_id, actor, user_id, payload_hash)"
+    " VALUES (%(request_id)s, %(actor)s, %(user_id)s, %(payload_hash)s)"
+    " ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+)
+_DONE_SQL = (
+    "UPDATE requests SET status = 'DONE', result = %(result)s::jsonb,"
+    " completed_at = %(completed_at)s WHERE request_id = %(request_id)s"
+)
 
 
 def payload_hash(raw: dict[str, Any]) -> str:
@@ -84,17 +95,19 @@ class CommandRunner:
                 # First delivery: the INSERT claims the row and holds its lock, one statement.
                 # Otherwise lock the existing row (waiting for a concurrent delivery of the
                 # same requestId to finish) and decide from what it stored.
-                claimed = session.execute(
-                    insert(Request)
-                    .values(
-                        request_id=request_id,
-                        actor=actor,
-                        user_id=raw.get("userId"),
-                        payload_hash=digest,
+                claimed = (
+                    session.connection()
+                    .exec_driver_sql(
+                        _CLAIM_SQL,
+                        {
+                            "request_id": request_id,
+                            "actor": actor,
+                            "user_id": raw.get("userId"),
+                            "payload_hash": digest,
+                        },
                     )
-                    .on_conflict_do_nothing(index_elements=["request_id"])
-                    .returning(Request.request_id)
-                ).first()
+                    .first()
+                )
                 if claimed is None:
                     row = session.execute(
                         select(Request).where(Request.request_id == request_id).with_for_update()
@@ -117,10 +130,13 @@ class CommandRunner:
                 # inserts it again while the order intent (committed on its own) exists.
                 result, final = self._call(request_id, command, handler)
                 if final:
-                    session.execute(
-                        update(Request)
-                        .where(Request.request_id == request_id)
-                        .values(status="DONE", result=result, completed_at=self._clock.now())
+                    session.connection().exec_driver_sql(
+                        _DONE_SQL,
+                        {
+                            "request_id": request_id,
+                            "result": orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode(),
+                            "completed_at": self._clock.now(),
+                        },
                     )
             # Stored durably first; then delivered.
             self._results.put(request_id, result)

@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from pms.accounts.ledger import lock_account, post_entry
 from pms.accounts.service import house_account
-from pms.db.models import Fill, Order, Position, SubAccount
+from pms.db.models import Order, Position, SubAccount
 from pms.domain.enums import LedgerKind, OrderStatus
 from pms.domain.numbers import ZERO
 from pms.exchange.model import TradeReport
@@ -89,6 +88,24 @@ def book_transfer_fill(
     return _book(session, account, None, trade, source, leverage)
 
 
+_LOCK_OPEN_POSITIONS = (
+    select(Position)
+    .where(Position.sub_account_id == bindparam("id"), Position.closed_at.is_(None))
+    .order_by(Position.id)
+    .with_for_update()
+)
+
+# Once per (symbol, exchange trade id): a fill reported again conflicts and returns no row.
+_INSERT_FILL_SQL = """
+INSERT INTO fills (sub_account_id, order_id, symbol, exchange_trade_id, side, qty, price, fee,
+  fee_asset, realized_pnl, is_maker, source, traded_at)
+VALUES (%(sub_account_id)s, %(order_id)s, %(symbol)s, %(exchange_trade_id)s, %(side)s, %(qty)s,
+  %(price)s, %(fee)s, %(fee_asset)s, %(realized_pnl)s, %(is_maker)s, %(source)s, %(traded_at)s)
+ON CONFLICT ON CONSTRAINT uq_fills_trade DO NOTHING
+RETURNING id
+"""
+
+
 def _book(
     session: Session,
     account: SubAccount,
@@ -121,38 +138,33 @@ def _book_locked(
     source: str,
     leverage: int,
 ) -> Booked | None:
-    positions = list(
-        session.execute(
-            select(Position)
-            .where(Position.sub_account_id == account.id, Position.closed_at.is_(None))
-            .order_by(Position.id)
-            .with_for_update()
-        ).scalars()
-    )
+    positions = list(session.execute(_LOCK_OPEN_POSITIONS, {"id": account.id}).scalars())
     position = next((p for p in positions if p.symbol == trade.symbol), None)
     qty = position.qty if position else ZERO
     entry = position.entry_price if position else ZERO
     effect = apply_fill(qty, entry, trade.side, trade.qty, trade.price)
-    fill_id = session.execute(
-        insert(Fill)
-        .values(
-            sub_account_id=account.id,
-            order_id=order.id if order else None,
-            symbol=trade.symbol,
-            exchange_trade_id=trade.trade_id,
-            side=trade.side.value,
-            qty=trade.qty,
-            price=trade.price,
-            fee=trade.fee,
-            fee_asset=trade.fee_asset,
-            realized_pnl=effect.realized,
-            is_maker=trade.is_maker,
-            source=source,
-            traded_at=trade.traded_at,
+    fill_id = (
+        session.connection()
+        .exec_driver_sql(
+            _INSERT_FILL_SQL,
+            {
+                "sub_account_id": account.id,
+                "order_id": order.id if order else None,
+                "symbol": trade.symbol,
+                "exchange_trade_id": trade.trade_id,
+                "side": trade.side.value,
+                "qty": trade.qty,
+                "price": trade.price,
+                "fee": trade.fee,
+                "fee_asset": trade.fee_asset,
+                "realized_pnl": effect.realized,
+                "is_maker": trade.is_maker,
+                "source": source,
+                "traded_at": trade.traded_at,
+            },
         )
-        .on_conflict_do_nothing(constraint="uq_fills_trade")
-        .returning(Fill.id)
-    ).scalar_one_or_none()
+        .scalar()
+    )
     if fill_id is None:
         return None
     if order is not None:

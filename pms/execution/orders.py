@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -75,6 +75,15 @@ VALUES ((SELECT id FROM n), %(prefix)s || (SELECT id FROM n), %(sub_account_id)s
   %(leverage)s, %(status)s, %(filled_qty)s, %(origin)s, %(request_id)s)
 RETURNING id, created_at, updated_at
 """
+
+
+# Built once: the order row as locked (a copy already in the session is overwritten).
+_LOCK_ORDER = (
+    select(Order)
+    .where(Order.id == bindparam("id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
 
 
 def client_order_id(order_id: int) -> str:
@@ -322,8 +331,7 @@ class OrderService:
                     select(Order.sub_account_id).where(Order.id == order_id)
                 ).scalar_one()
             account = lock_account(s, sub_account_id)
-            order = s.get(Order, order_id, with_for_update=True, populate_existing=True)
-            assert order is not None
+            order = s.execute(_LOCK_ORDER, {"id": order_id}).scalar_one()
             order.exchange_order_id = acked.exchange_order_id
             if order.status == OrderStatus.PENDING_NEW.value:
                 order.status = OrderStatus.NEW.value
