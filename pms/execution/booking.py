@@ -292,7 +292,9 @@ def _post_pnl_and_fee(
     for kind, amount in ((LedgerKind.REALIZED_PNL, realized), (LedgerKind.FEE, -fee)):
         if amount == 0:
             continue
-        if balance + amount < 0:
+        if (
+            balance + amount < 0 and not account.is_house
+        ):  # the house is the insurer: it may go below zero
             shortfall += -(balance + amount)
             amount = -balance
         if amount != 0:

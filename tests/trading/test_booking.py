@@ -190,3 +190,29 @@ def test_adding_keeps_entry_between_prices(q1: int, q2: int, p1: int, p2: int) -
 def test_apply_fill_refuses_nonsense() -> None:
     with pytest.raises(ValueError):
         apply_fill(D(0), D(0), Side.BUY, D(0), D(1))
+
+
+def test_the_house_may_go_below_zero_and_never_insures_itself(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with unit_of_work(session_factory) as s:
+        house = house_account(s)
+        house_id, before = house.id, house.wallet_balance
+        insured_before = s.execute(
+            select(func.count())
+            .select_from(LedgerEntry)
+            .where(LedgerEntry.sub_account_id == house_id, LedgerEntry.kind == "INSURANCE")
+        ).scalar_one()
+    buy = make_order(session_factory, house_id, "BUY", "0.01")
+    book(session_factory, trade(buy, "0.01", "60000"))
+    sell = make_order(session_factory, house_id, "SELL", "0.01")
+    book(session_factory, trade(sell, "0.01", "10000", fee="0.1"))  # a 500 loss
+    with unit_of_work(session_factory) as s:
+        house = house_account(s)
+        assert house.wallet_balance == before - D("500") - D("0.1")
+        insured = s.execute(
+            select(func.count())
+            .select_from(LedgerEntry)
+            .where(LedgerEntry.sub_account_id == house_id, LedgerEntry.kind == "INSURANCE")
+        ).scalar_one()
+        assert insured == insured_before
