@@ -145,21 +145,23 @@ class RiskEnforcer:
                     }
                     event_id = self._record(s, account, tier, "adl", snap, details)
             status = account.status
+        # The action first (a liquidation is time-critical); notifications after it.
+        if event_id is not None:
+            self._run(event_id)
+            actions.append(f"event {event_id}")
+        if "restrict" in actions and status != AccountStatus.LIQUIDATING.value:
+            # (A liquidation cancels every working order itself.)
+            actions.append(f"cancelled {self._cancel_risk_increasing(sub_account_id)}")
         if "margin_call" in actions:
             self.app.notifier.event(
                 EventType.MARGIN_CALL, sub_account_id, self._risk_view(snap, tier, reason)
             )
-        if "restrict" in actions:
-            actions.append(f"cancelled {self._cancel_risk_increasing(sub_account_id)}")
         if previous is not tier or actions:
             self.app.notifier.event(
                 EventType.RISK_UPDATE,
                 sub_account_id,
                 {**self._risk_view(snap, tier, reason), "status": status},
             )
-        if event_id is not None:
-            self._run(event_id)
-            actions.append(f"event {event_id}")
         log.info("risk enforced", tier=tier.value, ratio=str(snap.margin_ratio), actions=actions)
         return {"subAccountId": sub_account_id, "tier": tier.value, "actions": actions}
 
