@@ -78,7 +78,7 @@ def build_app(
     notifier = Notifier(events, client, prefix=settings.redis_prefix)
     runner = CommandRunner(sessions, results, clock)
     orders = OrderService(sessions, exchange, instruments, prices, notifier, clock)
-    accounts = AccountCommands(sessions, orders, notifier, clock)
+    accounts = AccountCommands(sessions, orders, notifier, clock, prices, instruments)
     return App(
         settings=settings,
         clock=clock,

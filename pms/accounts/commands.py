@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -10,16 +11,20 @@ from pms.accounts import service
 from pms.accounts.ledger import lock_account
 from pms.clock import Clock
 from pms.commands import schemas as cmd
-from pms.db.models import RiskRules
+from pms.db.models import RiskRules, SubAccount
 from pms.db.session import unit_of_work
 from pms.domain.enums import AccountStatus
 from pms.domain.numbers import to_wire
 from pms.errors import Forbidden, ValidationError
 from pms.execution import views
+from pms.execution.context import open_orders, open_positions
 from pms.execution.context import rules_view as rules_view_of
+from pms.execution.instruments import InstrumentCache
 from pms.execution.notify import Notifier
 from pms.execution.orders import OrderService, authorize
+from pms.marketdata.prices import PriceService
 from pms.messaging.events import EventType
+from pms.risk.snapshot import compute_snapshot
 
 _RULE_FIELDS = {
     "maxLeverage": "max_leverage",
@@ -51,12 +56,20 @@ def _require_admin(c: cmd.Command, what: str) -> None:
 
 class AccountCommands:
     def __init__(
-        self, factory: sessionmaker[Session], orders: OrderService, notifier: Notifier, clock: Clock
+        self,
+        factory: sessionmaker[Session],
+        orders: OrderService,
+        notifier: Notifier,
+        clock: Clock,
+        prices: PriceService,
+        instruments: InstrumentCache,
     ) -> None:
         self._factory = factory
         self._orders = orders
         self._notify = notifier
         self._clock = clock
+        self._prices = prices
+        self._instruments = instruments
 
     def create(self, c: cmd.CreateSubAccount) -> dict[str, Any]:
         with unit_of_work(self._factory) as s:
@@ -77,13 +90,34 @@ class AccountCommands:
         with unit_of_work(self._factory) as s:
             account = lock_account(s, c.subAccountId)
             authorize(account, c.userId, c.is_admin)
-            op = service.deposit if deposit else service.withdraw
-            entry = op(s, c.subAccountId, amount, request_id=c.requestId)
+            if deposit:
+                entry = service.deposit(s, c.subAccountId, amount, request_id=c.requestId)
+            else:
+                entry = service.withdraw(
+                    s,
+                    c.subAccountId,
+                    amount,
+                    request_id=c.requestId,
+                    marked_available=self._available_at_marks(s, account),
+                )
             balance = views.balance_view(
                 account, entry.amount, "deposit" if deposit else "withdrawal"
             )
         self._notify.event(EventType.BALANCE_UPDATE, c.subAccountId, balance)
         return {"subAccountId": c.subAccountId, "balance": balance["balance"]}
+
+    def _available_at_marks(self, s: Session, account: SubAccount) -> Decimal | None:
+        """Equity minus initial margin at current marks (None with nothing open)."""
+        positions = open_positions(s, account.id)
+        orders = open_orders(s, account.id)
+        if not positions and not orders:
+            return None
+        symbols = set(positions) | {o.symbol for o in orders}
+        marks = {symbol: self._prices.mark(symbol) for symbol in symbols}
+        snap = compute_snapshot(
+            account.wallet_balance, positions.values(), orders, marks, self._instruments.all()
+        )
+        return snap.available
 
     def update_risk_rules(self, c: cmd.UpdateRiskRules) -> dict[str, Any]:
         _require_admin(c, "changing risk rules")

@@ -131,8 +131,19 @@ def margin_in_use(session: Session, sub_account_id: int) -> Decimal:
 
 
 def withdraw(
-    session: Session, sub_account_id: int, amount: Decimal, *, request_id: str | None = None
+    session: Session,
+    sub_account_id: int,
+    amount: Decimal,
+    *,
+    request_id: str | None = None,
+    marked_available: Decimal | None = None,
 ) -> LedgerEntry:
+    """Withdraw what neither backs positions and working orders nor covers open losses.
+
+    Without prices (the operator CLI) the guard is the wallet minus the margin at entry;
+    with ``marked_available`` (equity - initial margin at current marks, from the caller's
+    risk snapshot) the smaller of the two applies, so an unrealized loss cannot be withdrawn.
+    """
     _positive(amount, "withdrawal")
     account = lock_account(session, sub_account_id)
     if account.status in (AccountStatus.FROZEN, AccountStatus.LIQUIDATING, AccountStatus.CLOSED):
@@ -140,6 +151,8 @@ def withdraw(
             f"sub-account {sub_account_id} is {account.status}: withdrawals are blocked"
         )
     available = account.wallet_balance - margin_in_use(session, sub_account_id)
+    if marked_available is not None:
+        available = min(available, marked_available)
     if amount > available:
         raise InsufficientMargin(
             f"cannot withdraw {to_wire(amount)}: only {to_wire(max(available, ZERO))} is available",

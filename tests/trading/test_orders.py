@@ -209,3 +209,48 @@ def test_same_request_id_three_times_is_one_order(app: App, trader, sim: SimServ
     assert app.results.get(fields["requestId"]) == results[0], (
         "the original result is never overwritten"
     )
+
+
+def test_an_unrealized_loss_cannot_be_withdrawn(app: App, trader, sim: SimServer) -> None:
+    t = trader("1000")
+    a = actors(app)
+    sub = t.sub_account_id
+    assert t.send("set_leverage", a["set_leverage"], subAccountId=sub, symbol=BTC, leverage=10)[
+        "ok"
+    ]
+    bought = t.send(
+        "place_market_order",
+        a["place_market_order"],
+        subAccountId=sub,
+        symbol=BTC,
+        side="BUY",
+        qty="0.05",
+    )
+    assert bought["ok"], bought
+    sim.admin("/sim/price", {"symbol": "BTCUSDT", "price": "55000"})
+    app.prices.forget()
+    with unit_of_work(app.sessions) as s:
+        pos = s.execute(
+            select(Position).where(Position.sub_account_id == sub, Position.closed_at.is_(None))
+        ).scalar_one()
+        wallet = s.execute(
+            select(LedgerEntry.balance_after)
+            .where(LedgerEntry.sub_account_id == sub)
+            .order_by(LedgerEntry.id.desc())
+        ).first()[0]
+    # At entry the margin is 0.05·entry/10 ≈ 300, so the entry-based rule alone would allow
+    # about 700; at 55,000 the position has lost 0.05·(entry − 55,000) ≈ 250 more.
+    at_entry = wallet - pos.qty * pos.entry_price / 10
+    at_mark = wallet + pos.qty * (D("55000") - pos.entry_price) - pos.qty * D("55000") / 10
+    refused = t.send(
+        "withdraw", a["withdraw"], subAccountId=sub, amount=str((at_entry - 1).quantize(D("0.01")))
+    )
+    assert not refused["ok"] and refused["error"]["code"] == "INSUFFICIENT_MARGIN", refused
+    allowed = t.send(
+        "withdraw",
+        a["withdraw"],
+        subAccountId=sub,
+        amount=str((at_mark - D("0.01")).quantize(D("0.01"))),
+    )
+    assert allowed["ok"], allowed
+    sim.admin("/sim/price", {"symbol": "BTCUSDT", "price": "60000"})
