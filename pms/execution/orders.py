@@ -117,23 +117,11 @@ class OrderService:
     # -- placing ----------------------------------------------------------------------------
 
     def place_market(self, c: cmd.PlaceMarketOrder) -> dict[str, Any]:
-        return self._place(c, OrderType.MARKET, None, None, False, origin="manual")
+        return self._place_or_resume(c, OrderType.MARKET, None, None, False, "manual")
 
     def place_limit(self, c: cmd.PlaceLimitOrder) -> dict[str, Any]:
         tif = TimeInForce.GTX if c.postOnly else c.timeInForce
-        return self._place(c, OrderType.LIMIT, c.price, tif, c.postOnly, origin="manual")
-
-    def _place(
-        self,
-        c: cmd.PlaceMarketOrder | cmd.PlaceLimitOrder,
-        order_type: OrderType,
-        price: Decimal | None,
-        tif: TimeInForce | None,
-        post_only: bool,
-        *,
-        origin: str,
-    ) -> dict[str, Any]:
-        return self._place_or_resume(c, order_type, price, tif, post_only, origin)
+        return self._place_or_resume(c, OrderType.LIMIT, c.price, tif, c.postOnly, "manual")
 
     def _place_or_resume(
         self,
