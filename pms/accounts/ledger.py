@@ -85,22 +85,6 @@ def post_entry(
     return entry
 
 
-def entry_exists(
-    session: Session, sub_account_id: int, kind: LedgerKind, ref_type: str, ref_id: str
-) -> bool:
-    return (
-        session.execute(
-            select(LedgerEntry.id).where(
-                LedgerEntry.sub_account_id == sub_account_id,
-                LedgerEntry.kind == kind.value,
-                LedgerEntry.ref_type == ref_type,
-                LedgerEntry.ref_id == ref_id,
-            )
-        ).first()
-        is not None
-    )
-
-
 def ledger_sum(session: Session, sub_account_id: int) -> Decimal:
     total = session.execute(
         select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(

@@ -359,12 +359,3 @@ def absorb_shortfall(
     events.append(
         (EventType.BALANCE_UPDATE, house.id, views.balance_view(house, -shortfall, "insurance"))
     )
-
-
-def open_positions_view(session: Session, sub_account_id: int) -> list[dict[str, Any]]:
-    rows = session.execute(
-        select(Position)
-        .where(Position.sub_account_id == sub_account_id, Position.closed_at.is_(None))
-        .order_by(Position.symbol)
-    ).scalars()
-    return [views.position_view(p) for p in rows]

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pms.clock import Clock
-from pms.db.models import Order, Position, RiskRules, SubAccount, SymbolLeverage
+from pms.db.models import Order, Position, RiskRules, SubAccount
 from pms.domain.enums import AccountStatus, OrderStatus, Side, Tier
 from pms.domain.instrument import Instrument
 from pms.risk.context import Quote, RiskContext
@@ -74,47 +74,6 @@ def open_orders(session: Session, sub_account_id: int) -> list[OpenOrder]:
         for sym, side, qty, filled, price, lev, ro in rows
         if qty > filled
     ]
-
-
-def build_context(
-    session: Session,
-    account: SubAccount,
-    instruments: dict[str, Instrument],
-    marks: dict[str, Decimal],
-    quotes: dict[str, Quote],
-    clock: Clock,
-    *,
-    positions: dict[str, RiskPosition] | None = None,
-) -> RiskContext:
-    """``positions``: the open positions when the caller already read them under the lock."""
-    rules = session.get(RiskRules, account.id)
-    assert rules is not None, "every sub-account has a risk_rules row"
-    since = clock.now() - timedelta(minutes=1)
-    recent = session.execute(
-        select(func.count())
-        .select_from(Order)
-        .where(Order.sub_account_id == account.id, Order.created_at >= since)
-    ).scalar_one()
-    leverages = dict(
-        session.execute(
-            select(SymbolLeverage.symbol, SymbolLeverage.leverage).where(
-                SymbolLeverage.sub_account_id == account.id
-            )
-        ).all()
-    )
-    return RiskContext(
-        status=AccountStatus(account.status),
-        wallet=account.wallet_balance,
-        rules=rules_view(rules),
-        positions=open_positions(session, account.id) if positions is None else positions,
-        marks=marks,
-        instruments=instruments,
-        open_orders=open_orders(session, account.id),
-        recent_order_count=int(recent),
-        tier=Tier(account.tier),
-        quotes=quotes,
-        leverages=leverages,
-    )
 
 
 # Everything the checks read besides the locked account row, in one round trip (run after

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
 from decimal import Decimal
 
 import structlog
@@ -36,11 +35,6 @@ class RiskFeed:
     def offer(self, symbol: str, mark: Decimal) -> None:
         with self._cond:
             self._pending[symbol] = mark
-            self._cond.notify()
-
-    def offer_many(self, marks: Mapping[str, Decimal]) -> None:
-        with self._cond:
-            self._pending.update(marks)
             self._cond.notify()
 
     def start(self) -> None:

@@ -13,10 +13,6 @@ ENFORCE_ACTOR = "enforce_risk"
 RISK_QUEUE = "pms.risk"
 
 
-def enforce_sender(client: redis.Redis, namespace: str, clock: Clock) -> EnforceSender:
-    return EnforceSender(client, namespace, clock)
-
-
 class EnforceSender:
     def __init__(self, client: redis.Redis, namespace: str, clock: Clock) -> None:
         self._client = client
