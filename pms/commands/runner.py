@@ -9,18 +9,25 @@ its lock while it works, so a concurrent duplicate waits and then replays the st
 - a delivery that finds the row unfinished (its worker died, or the first attempt ended with a
   retryable error) runs the handler again; handlers resume from what they persisted (an
   order intent is found by requestId and resolved by clientOrderId, never placed twice).
+
+A handler answers a ``dict`` (the result's ``data``) or a :class:`Deferred`: its ``within``
+step runs in the transaction that stores the result (same commit), its ``after`` step once the
+result is published. An order placement uses it to answer as soon as the exchange has
+accepted the order (SPEC §3.3: "fills arrive as events") and book the fills afterwards.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pms.clock import Clock
@@ -34,7 +41,29 @@ log = structlog.get_logger(__name__)
 
 
 M = TypeVar("M", bound=BaseModel)
-Handler = Callable[[M], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A handler's answer whose last steps run around the result.
+
+    ``within(connection)`` runs in the transaction that marks the request DONE, so what it
+    writes and the stored result commit together (if it fails, neither is stored and the
+    command stays open for a retry). ``after()`` runs once the result is stored and published;
+    it must leave nothing that a lost ``after`` could corrupt (an order's fills are also
+    booked by the user stream and by order-sync). Its exceptions are logged, never answered.
+    """
+
+    data: dict[str, Any]
+    within: Callable[[Connection], None] | None = None
+    after: Callable[[], object] | None = None
+
+
+Handler = Callable[[M], dict[str, Any] | Deferred]
+
+
+class _OutcomeNotRecorded(Exception):
+    """The completion transaction failed after the handler succeeded."""
 
 
 # The claim and the completion as plain SQL (the hot path: two statements per command).
@@ -83,7 +112,16 @@ class CommandRunner:
             except orjson.JSONEncodeError:
                 err = ValidationError("command contains values that are not JSON")
                 return self._answer(request_id, results.from_exception(request_id, err))
-            return self._run_once(actor, request_id, raw, command, handler)
+            try:
+                return self._run_once(actor, request_id, raw, command, handler)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # Postgres restarted or dropped the connection: the pool has discarded its
+                # connections. Running again is what a redelivery would do (the claim was
+                # rolled back; the handler resumes from what it committed).
+                log.warning("database connection lost; running the command again", error=str(exc))
+                return self._run_once(actor, request_id, raw, command, handler)
 
     def _run_once(
         self, actor: str, request_id: str, raw: dict[str, Any], command: M, handler: Handler[M]
@@ -128,40 +166,64 @@ class CommandRunner:
                 # Not a reason to skip the handler's own resume lookup: the row inserted here
                 # is not committed until the handler ends, so after a crash the redelivery
                 # inserts it again while the order intent (committed on its own) exists.
-                result, final = self._call(request_id, command, handler)
+                result, final, deferred = self._call(request_id, command, handler)
                 if final:
-                    session.connection().exec_driver_sql(
-                        _DONE_SQL,
-                        {
-                            "request_id": request_id,
-                            "result": orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode(),
-                            "completed_at": self._clock.now(),
-                        },
-                    )
-            # Stored durably first; then delivered.
-            self._results.put(request_id, result)
-            return result
+                    try:
+                        connection = session.connection()
+                        if deferred is not None and deferred.within is not None:
+                            deferred.within(connection)
+                        connection.exec_driver_sql(
+                            _DONE_SQL,
+                            {
+                                "request_id": request_id,
+                                "result": orjson.dumps(
+                                    result, option=orjson.OPT_NON_STR_KEYS
+                                ).decode(),
+                                "completed_at": self._clock.now(),
+                            },
+                        )
+                    except Exception as exc:
+                        raise _OutcomeNotRecorded from exc
+        except _OutcomeNotRecorded:
+            # Rolled back: neither the result nor ``within`` is stored; a retry with the same
+            # requestId resumes from what the handler persisted before (its intent).
+            log.exception("could not store the command's result")
+            internal = PmsError(
+                "internal error; the command may be retried with the same requestId"
+            )
+            return self._answer(request_id, results.from_exception(request_id, internal))
         finally:
             session.close()
+        # Stored durably first; then delivered; then the deferred work.
+        self._results.put(request_id, result)
+        if deferred is not None and deferred.after is not None:
+            try:
+                deferred.after()
+            except Exception:
+                log.exception("work after the result failed; order-sync will complete it")
+        return result
 
     def _call(
         self, request_id: str, command: M, handler: Handler[M]
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[dict[str, Any], bool, Deferred | None]:
         try:
-            return results.ok(request_id, handler(command)), True
+            answer = handler(command)
         except RetryableError as exc:
             # Nothing certain happened: leave the request open so a retry resumes it.
             log.warning("command ended with a retryable error", code=exc.code, error=exc.message)
-            return results.from_exception(request_id, exc), False
+            return results.from_exception(request_id, exc), False, None
         except PmsError as exc:
             log.info("command refused", code=exc.code, error=exc.message)
-            return results.from_exception(request_id, exc), True
+            return results.from_exception(request_id, exc), True, None
         except Exception:
             log.exception("command failed unexpectedly")
             internal = PmsError(
                 "internal error; the command may be retried with the same requestId"
             )
-            return results.from_exception(request_id, internal), False
+            return results.from_exception(request_id, internal), False, None
+        if isinstance(answer, Deferred):
+            return results.ok(request_id, answer.data), True, answer
+        return results.ok(request_id, answer), True, None
 
     def _answer(self, request_id: str, result: dict[str, Any]) -> dict[str, Any]:
         self._results.put(request_id, result)

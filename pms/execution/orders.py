@@ -6,11 +6,19 @@ The shape of every placement:
    ``clientOrderId`` (status PENDING_NEW): the intent reserves margin for the next order;
 2. call the exchange (outside any transaction); on an unknown outcome the adapter resolves by
    clientOrderId and never re-sends blindly;
-3. record the acknowledgement and book the fills the exchange reports for that order through
-   the one booking path (idempotent by trade id);
-4. publish events after each commit.
+3. record the acknowledgement (exchange order id, status NEW: the order still reserves its
+   margin as an open order) in the transaction that stores the command's result, and answer
+   with the exchange's view (status, executed quantity, average price; SPEC §3.3: "ok means
+   the exchange accepted it; fills arrive as events");
+4. then book the fills the exchange reports for that order through the one booking path
+   (idempotent by trade id); the order takes its terminal status once they are booked;
+5. publish events after each commit.
 
-A redelivered command finds its intent by requestId and continues from step 2 or 3.
+A command from a gateway answers after step 3 (a :class:`~pms.commands.runner.Deferred`);
+engine-initiated orders (close, liquidation, ADL) run all steps before returning. If step 4
+is lost (the worker dies, the exchange does not answer), the order stays open and the user
+stream or order-sync books its fills. A redelivered command finds its intent by requestId and
+continues from step 2 or 4.
 """
 
 from __future__ import annotations
@@ -19,17 +27,18 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from pms.accounts.ledger import lock_account
 from pms.clock import Clock
 from pms.commands import schemas as cmd
+from pms.commands.runner import Deferred
 from pms.db.models import Order, Position, RiskRules, SubAccount, SymbolLeverage
 from pms.db.session import unit_of_work
 from pms.domain.enums import OrderStatus, OrderType, Side, TimeInForce
-from pms.domain.numbers import quantize_down
+from pms.domain.numbers import quantize_down, to_wire
 from pms.errors import (
     ExchangeUnavailable,
     Forbidden,
@@ -77,6 +86,16 @@ RETURNING id, created_at, updated_at
 """
 
 
+# The acknowledgement, in the transaction that stores the command's result. The order stays
+# open (NEW) until its fills are booked: until then it reserves margin as an open order.
+_ACK_SQL = """
+UPDATE orders SET exchange_order_id = %(exchange_order_id)s,
+  status = CASE WHEN status = 'PENDING_NEW' THEN 'NEW' ELSE status END,
+  updated_at = CASE WHEN status = 'PENDING_NEW' THEN %(now)s ELSE updated_at END
+WHERE id = %(id)s
+"""
+
+
 # Built once: the order row as locked (a copy already in the session is overwritten).
 _LOCK_ORDER = (
     select(Order)
@@ -88,6 +107,18 @@ _LOCK_ORDER = (
 
 def client_order_id(order_id: int) -> str:
     return f"{CLIENT_ID_PREFIX}{order_id}"
+
+
+def ack_view(order: Order, acked: ExchangeOrder) -> dict[str, Any]:
+    """The order as the exchange acknowledged it: its status, executed quantity and average
+    price from the exchange's response (the booked state follows in ``order_update``)."""
+    view = views.order_view(order)
+    status = _EXCHANGE_STATUS.get(acked.status, OrderStatus.NEW)
+    view["exchangeOrderId"] = acked.exchange_order_id
+    view["status"] = status.value
+    view["filledQty"] = to_wire(acked.executed_qty)
+    view["avgPrice"] = to_wire(acked.avg_price) if acked.executed_qty > 0 else None
+    return view
 
 
 def authorize(account: SubAccount, user_id: str, is_admin: bool) -> None:
@@ -116,12 +147,43 @@ class OrderService:
 
     # -- placing ----------------------------------------------------------------------------
 
-    def place_market(self, c: cmd.PlaceMarketOrder) -> dict[str, Any]:
-        return self._place_or_resume(c, OrderType.MARKET, None, None, False, "manual")
+    def place_market(self, c: cmd.PlaceMarketOrder) -> Deferred:
+        return self._place_deferred(c, OrderType.MARKET, None, None, False, "manual")
 
-    def place_limit(self, c: cmd.PlaceLimitOrder) -> dict[str, Any]:
+    def place_limit(self, c: cmd.PlaceLimitOrder) -> Deferred:
         tif = TimeInForce.GTX if c.postOnly else c.timeInForce
-        return self._place_or_resume(c, OrderType.LIMIT, c.price, tif, c.postOnly, "manual")
+        return self._place_deferred(c, OrderType.LIMIT, c.price, tif, c.postOnly, "manual")
+
+    def _place_deferred(
+        self,
+        c: cmd.PlaceMarketOrder | cmd.PlaceLimitOrder,
+        order_type: OrderType,
+        price: Decimal | None,
+        tif: TimeInForce | None,
+        post_only: bool,
+        origin: str,
+    ) -> Deferred:
+        """Answer as soon as the exchange accepted the order; book its fills after."""
+        order, resumed = self._persist_intent(c, order_type, price, tif, post_only, origin)
+        if resumed:
+            return Deferred(self._resume(order))
+        acked = self._create(order)
+        order_id, sub_account_id = order.id, order.sub_account_id
+
+        def record_ack(connection: Connection) -> None:
+            connection.exec_driver_sql(
+                _ACK_SQL,
+                {
+                    "id": order_id,
+                    "exchange_order_id": acked.exchange_order_id,
+                    "now": self._clock.now(),
+                },
+            )
+
+        def settle() -> None:
+            self.record_exchange_state(order_id, acked, sub_account_id=sub_account_id)
+
+        return Deferred(ack_view(order, acked), within=record_ack, after=settle)
 
     def _place_or_resume(
         self,
@@ -263,7 +325,12 @@ class OrderService:
 
     def _send(self, order: Order) -> dict[str, Any]:
         """Place a committed intent (as persisted: the caller's copy or one just loaded)."""
-        order_id, sub_account_id = order.id, order.sub_account_id
+        acked = self._create(order)
+        return self.record_exchange_state(order.id, acked, sub_account_id=order.sub_account_id)
+
+    def _create(self, order: Order) -> ExchangeOrder:
+        """The exchange call for a committed intent; a refusal marks the intent REJECTED."""
+        order_id = order.id
         request = OrderRequest(
             symbol=order.symbol,
             side=Side(order.side),
@@ -284,7 +351,7 @@ class OrderService:
         except PmsError as exc:
             self._reject(order_id, exc)
             raise
-        return self.record_exchange_state(order_id, acked, sub_account_id=sub_account_id)
+        return acked
 
     def _reject(self, order_id: int, exc: PmsError) -> None:
         with unit_of_work(self._factory) as s:
@@ -474,10 +541,10 @@ class OrderService:
 
     # -- positions and leverage ---------------------------------------------------------------
 
-    def close_position(self, c: cmd.ClosePosition) -> dict[str, Any]:
+    def close_position(self, c: cmd.ClosePosition) -> Deferred:
         existing = self._find_by_request(c.requestId)
         if existing is not None:
-            return self._resume(existing)
+            return Deferred(self._resume(existing))
         with unit_of_work(self._factory) as s:
             account = s.get(SubAccount, c.subAccountId)
             if account is None:
@@ -507,7 +574,7 @@ class OrderService:
             qty=qty,
             reduceOnly=True,
         )
-        return self._place_or_resume(order, OrderType.MARKET, None, None, False, "close")
+        return self._place_deferred(order, OrderType.MARKET, None, None, False, "close")
 
     def set_leverage(self, c: cmd.SetLeverage) -> dict[str, Any]:
         """Leverage is per sub-account and symbol, enforced by our checks; the master account

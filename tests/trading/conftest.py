@@ -55,7 +55,7 @@ class Trader:
         self.sub_account_id = 0
 
     def send(
-        self, actor: str, handler_model: tuple[Any, Callable[..., dict[str, Any]]], **fields: Any
+        self, actor: str, handler_model: tuple[Any, Callable[..., Any]], **fields: Any
     ) -> dict[str, Any]:
         model, handler = handler_model
         command = {
