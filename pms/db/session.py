@@ -16,6 +16,7 @@ from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pms.config import Settings
+from pms.db import prepared
 from pms.errors import ConfigError
 
 # A pooled connection idle for longer than this is checked (``SELECT 1``) before it is
@@ -40,6 +41,7 @@ def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
         pool_use_lifo=True,
         future=True,
     )
+    event.listen(engine, "connect", prepared.prepare_on_connect)
     event.listen(engine, "checkin", _mark_checkin)
     event.listen(engine, "checkout", _ping_if_idle)
     return engine

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pms.clock import Clock
+from pms.db import prepared
 from pms.db.models import Order, Position, RiskRules, SubAccount
 from pms.domain.enums import AccountStatus, OrderStatus, Side, Tier
 from pms.domain.instrument import Instrument
@@ -79,7 +80,9 @@ def open_orders(session: Session, sub_account_id: int) -> list[OpenOrder]:
 # Everything the checks read besides the locked account row, in one round trip (run after
 # the lock, so it sees every intent committed before the lock was granted). Numbers travel
 # as text inside the JSON arrays so they come back as exact Decimals.
-_ORDER_CONTEXT_SQL = """
+_ORDER_CONTEXT = prepared.register(
+    "pms_order_context",
+    """
 SELECT r.max_leverage, r.max_notional_per_symbol, r.max_exposure_multiple, r.price_band_bps,
   r.max_orders_per_minute, r.warning_ratio, r.restricted_ratio, r.adl1_ratio, r.adl2_ratio,
   r.liquidation_ratio,
@@ -95,7 +98,9 @@ SELECT r.max_leverage, r.max_notional_per_symbol, r.max_exposure_multiple, r.pri
   (SELECT id FROM orders WHERE request_id = %(rid)s AND status <> %(rejected)s
     ORDER BY id LIMIT 1) AS existing
 FROM risk_rules r WHERE r.sub_account_id = %(a)s
-"""
+""",
+    {"a": "bigint", "since": "timestamptz", "open": "text[]", "rid": "text", "rejected": "text"},
+)
 
 
 @dataclass(slots=True)
@@ -119,20 +124,16 @@ def read_order_context(
 ) -> OrderContextRows:
     """Rules, recent order count, leverages, open orders, open positions and the live intent
     of ``request_id`` (a previous delivery), as one statement. The caller holds the lock."""
-    row = (
-        session.connection()
-        .exec_driver_sql(
-            _ORDER_CONTEXT_SQL,
-            {
-                "a": sub_account_id,
-                "since": clock.now() - timedelta(minutes=1),
-                "open": OPEN_STATUSES,
-                "rid": request_id,
-                "rejected": OrderStatus.REJECTED.value,
-            },
-        )
-        .one_or_none()
-    )
+    row = _ORDER_CONTEXT.execute(
+        session.connection(),
+        {
+            "a": sub_account_id,
+            "since": clock.now() - timedelta(minutes=1),
+            "open": OPEN_STATUSES,
+            "rid": request_id,
+            "rejected": OrderStatus.REJECTED.value,
+        },
+    ).one_or_none()
     assert row is not None, "every sub-account has a risk_rules row"
     rules = RulesView(
         max_leverage=row[0],

@@ -1,0 +1,80 @@
+"""Server-side prepared statements for the order path's heaviest query.
+
+psycopg2 interpolates parameters on the client, so Postgres plans every statement again; for
+the risk-context query (five sub-selects) planning costs more than executing. A statement
+registered here is ``PREPARE``d on every new connection of an engine made by
+``make_engine`` and run as ``EXECUTE name(...)``. A connection where the ``PREPARE`` failed
+(e.g. the schema was not migrated yet when it connected) runs the same SQL unprepared.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, CursorResult
+
+log = structlog.get_logger(__name__)
+
+_INFO_KEY = "pms_prepared"
+_PARAM = re.compile(r"%\((\w+)\)s")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedStatement:
+    """``sql`` uses ``%(name)s`` placeholders; ``types`` gives each name's Postgres type."""
+
+    name: str
+    sql: str
+    types: dict[str, str]
+
+    @property
+    def prepare_sql(self) -> str:
+        order = list(self.types)
+        body = _PARAM.sub(lambda m: f"${order.index(m.group(1)) + 1}", self.sql)
+        return f"PREPARE {self.name} ({', '.join(self.types.values())}) AS {body}"
+
+    @property
+    def execute_sql(self) -> str:
+        args = ", ".join(f"%({n})s::{t}" for n, t in self.types.items())
+        return f"EXECUTE {self.name} ({args})"
+
+    def execute(self, connection: Connection, params: dict[str, Any]) -> CursorResult[Any]:
+        if self.name in connection.info.get(_INFO_KEY, ()):
+            return connection.exec_driver_sql(self.execute_sql, params)
+        return connection.exec_driver_sql(self.sql, params)
+
+
+_REGISTRY: dict[str, PreparedStatement] = {}
+
+
+def register(name: str, sql: str, types: dict[str, str]) -> PreparedStatement:
+    names = set(_PARAM.findall(sql))
+    if names != set(types):
+        raise ValueError(f"{name}: placeholders {sorted(names)} vs types {sorted(types)}")
+    statement = PreparedStatement(name, sql, dict(types))
+    _REGISTRY[name] = statement
+    return statement
+
+
+def prepare_on_connect(dbapi_connection: Any, record: Any) -> None:
+    """Engine ``connect`` listener: PREPARE every registered statement on the new connection."""
+    prepared: set[str] = set()
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            for statement in _REGISTRY.values():
+                try:
+                    cursor.execute(statement.prepare_sql)
+                    prepared.add(statement.name)
+                except Exception as exc:  # a missing table before migrations, typically
+                    log.debug("statement not prepared", statement=statement.name, error=str(exc))
+        finally:
+            cursor.close()
+    finally:
+        dbapi_connection.autocommit = autocommit
+    record.info[_INFO_KEY] = prepared

@@ -1,0 +1,58 @@
+"""Server-side prepared statements: prepared on connect, the same SQL unprepared where the
+PREPARE failed, and identical answers either way."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import Engine
+
+from pms.config import Settings
+from pms.db import prepared
+from pms.db.session import make_engine
+
+
+def test_placeholders_must_match_the_types() -> None:
+    with pytest.raises(ValueError, match="placeholders"):
+        prepared.register("pms_bad", "SELECT %(a)s, %(b)s", {"a": "int"})
+
+
+def test_prepare_and_execute_text() -> None:
+    statement = prepared.PreparedStatement(
+        "pms_x", "SELECT %(b)s + %(a)s WHERE %(a)s > 0", {"a": "int", "b": "numeric"}
+    )
+    assert statement.prepare_sql == "PREPARE pms_x (int, numeric) AS SELECT $2 + $1 WHERE $1 > 0"
+    assert statement.execute_sql == "EXECUTE pms_x (%(a)s::int, %(b)s::numeric)"
+
+
+def test_a_statement_whose_table_appears_later_runs_unprepared_then_prepared(
+    settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = f"late_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(prepared, "_REGISTRY", {})
+    statement = prepared.register(
+        "pms_test_late", f"SELECT v FROM {table} WHERE k = %(k)s", {"k": "int"}
+    )
+    early = make_engine(settings, pool_size=1)
+    try:
+        with early.connect() as conn:  # connects before the table exists: PREPARE fails
+            assert "pms_test_late" not in conn.info["pms_prepared"]
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE TABLE {table} (k int, v numeric)")
+            conn.exec_driver_sql(f"INSERT INTO {table} VALUES (1, 2.50)")
+        with early.connect() as conn:
+            assert str(statement.execute(conn, {"k": 1}).scalar_one()) == "2.50"
+        late = make_engine(settings, pool_size=1)
+        try:
+            with late.connect() as conn:
+                assert "pms_test_late" in conn.info["pms_prepared"]
+                names = conn.exec_driver_sql("SELECT name FROM pg_prepared_statements").scalars()
+                assert "pms_test_late" in set(names)
+                assert str(statement.execute(conn, {"k": 1}).scalar_one()) == "2.50"
+        finally:
+            late.dispose()
+    finally:
+        early.dispose()
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
