@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Connection, CursorResult
+from sqlalchemy.util.typing import TupleAny, Unpack
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +42,9 @@ class PreparedStatement:
         args = ", ".join(f"%({n})s::{t}" for n, t in self.types.items())
         return f"EXECUTE {self.name} ({args})"
 
-    def execute(self, connection: Connection, params: dict[str, Any]) -> CursorResult[Any]:
+    def execute(
+        self, connection: Connection, params: dict[str, Any]
+    ) -> CursorResult[Unpack[TupleAny]]:
         if self.name in connection.info.get(_INFO_KEY, ()):
             return connection.exec_driver_sql(self.execute_sql, params)
         return connection.exec_driver_sql(self.sql, params)
