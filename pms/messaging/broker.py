@@ -12,7 +12,8 @@ HMGET); when that is empty it waits on the subscription socket for at most
 ``fallback_poll_ms`` (50 ms, a client-side ``select``, exact) and fetches again as soon as a
 signal arrives. A signal published while the consumer is busy stays buffered on its socket, so
 no wake-up is lost; buffered signals are drained before each fetch so a burst costs one fetch.
-A producer that writes only HSET + RPUSH is served by the fallback poll. A consumer whose
+A producer that writes only HSET + RPUSH is served by the fallback poll (1 s on delay queues,
+which only Dramatiq itself feeds). A consumer whose
 prefetch is full ignores signals and waits for one of its own acks instead.
 
 Why not ``BLPOP`` on a wake list: Redis checks blocking timeouts in its cron (``hz`` 10), so a
@@ -54,6 +55,10 @@ log = structlog.get_logger(__name__)
 DEFAULT_HEARTBEAT_TIMEOUT_MS = 5_000
 DEFAULT_MAINTENANCE_INTERVAL_MS = 1_000
 DEFAULT_FALLBACK_POLL_MS = 50
+# Delay queues (``Q.DQ``) are fed by Dramatiq itself, always through ``do_enqueue`` (which
+# publishes the wake signal), so their fallback poll only paces the consumer thread's check of
+# due delayed messages: once a second is enough and keeps idle consumers off the CPU.
+DELAY_QUEUE_POLL_MS = 1_000
 
 # KEYS[1] = namespace
 # ARGV = now_ms, broker_id, heartbeat_timeout_ms, dead_message_ttl_ms, (unused), queue...
@@ -216,7 +221,10 @@ class WakeConsumer(dramatiq.Consumer):
         self.broker = broker
         self.queue_name = queue_name
         self.prefetch = prefetch
-        self.wait_s = max(min(timeout, broker.fallback_poll_ms), 1) / 1000
+        poll_ms = broker.fallback_poll_ms
+        if queue_name.endswith(".DQ"):
+            poll_ms = max(poll_ms, DELAY_QUEUE_POLL_MS)
+        self.wait_s = max(min(timeout, poll_ms), 1) / 1000
         self.message_cache: collections.deque[bytes | None] = collections.deque()
         self.queued_message_ids: set[str] = set()
         self._room = threading.Event()
