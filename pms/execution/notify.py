@@ -24,8 +24,11 @@ class Notifier:
         self._prefix = prefix
 
     def booked(self, booked: Booked) -> None:
-        self._events.publish_many(booked.events)
-        self.positions(booked.sub_account_id, booked.open_positions)
+        """The booking's events and the refreshed position cache, in one MULTI."""
+        pipe = self._client.pipeline(transaction=True)
+        self._events.add_to(pipe, booked.events)
+        pipe.set(self._positions_key(booked.sub_account_id), self._positions_doc(booked))
+        pipe.execute()
 
     def order(self, view: dict[str, Any]) -> None:
         self._events.publish(EventType.ORDER_UPDATE, int(view["subAccountId"]), view)
@@ -33,9 +36,12 @@ class Notifier:
     def event(self, type_: EventType, sub_account_id: int | None, data: dict[str, Any]) -> None:
         self._events.publish(type_, sub_account_id, data)
 
-    def positions(self, sub_account_id: int, positions: list[dict[str, Any]]) -> None:
+    def _positions_key(self, sub_account_id: int) -> str:
         """``pms:pos:{subAccountId}``: the sub-account's open positions (a cache of Postgres)."""
-        key = f"{self._prefix}{POS_KEY}{sub_account_id}"
-        self._client.set(
-            key, orjson.dumps({"subAccountId": sub_account_id, "positions": positions})
+        return f"{self._prefix}{POS_KEY}{sub_account_id}"
+
+    @staticmethod
+    def _positions_doc(booked: Booked) -> bytes:
+        return orjson.dumps(
+            {"subAccountId": booked.sub_account_id, "positions": booked.open_positions}
         )

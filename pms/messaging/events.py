@@ -80,8 +80,21 @@ class EventPublisher:
         self, events: Iterable[tuple[EventType | str, int | str | None, Mapping[str, Any]]]
     ) -> list[str]:
         """Publish several events in one MULTI (in order, one ``ts``); returns stream ids."""
-        ts = self._clock.ms()
         pipe = self._client.pipeline(transaction=True)
+        count = self.add_to(pipe, events)
+        if not count:
+            return []
+        replies = pipe.execute()
+        return self._stream_ids(replies[: 2 * count])
+
+    def add_to(
+        self,
+        pipe: redis.client.Pipeline,
+        events: Iterable[tuple[EventType | str, int | str | None, Mapping[str, Any]]],
+    ) -> int:
+        """Queue the events' PUBLISH + XADD pairs on ``pipe`` (first, in order); returns how
+        many. The caller executes the pipeline, whose first ``2 * n`` replies are theirs."""
+        ts = self._clock.ms()
         count = 0
         for type_, sub_account_id, data in events:
             env = envelope(type_, sub_account_id, data, ts)
@@ -94,12 +107,13 @@ class EventPublisher:
                 approximate=self._approximate,
             )
             count += 1
-        if not count:
-            return []
-        replies = pipe.execute()
-        ids = [r.decode() if isinstance(r, bytes) else str(r) for r in replies[1::2]]
-        log.debug("events published", count=count)
-        return ids
+        if count:
+            log.debug("events published", count=count)
+        return count
+
+    @staticmethod
+    def _stream_ids(replies: list[Any]) -> list[str]:
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in replies[1::2]]
 
     def read(self, from_id: str = "0", count: int = 1000) -> list[tuple[str, dict[str, Any]]]:
         """Events after ``from_id`` (exclusive), oldest first: ``[(id, envelope)]``."""
