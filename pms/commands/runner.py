@@ -11,8 +11,8 @@ its lock while it works, so a concurrent duplicate waits and then replays the st
   order intent is found by requestId and resolved by clientOrderId, never placed twice).
 
 A handler answers a ``dict`` (the result's ``data``) or a :class:`Deferred`: its ``within``
-step runs in the transaction that stores the result (same commit), its ``after`` step once the
-result is published. An order placement uses it to answer as soon as the exchange has
+statement runs in the statement that stores the result (same commit), its ``after`` step once
+the result is published. An order placement uses it to answer as soon as the exchange has
 accepted the order (SPEC §3.3: "fills arrive as events") and book the fills afterwards.
 """
 
@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import orjson
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -47,15 +47,16 @@ M = TypeVar("M", bound=BaseModel)
 class Deferred:
     """A handler's answer whose last steps run around the result.
 
-    ``within(connection)`` runs in the transaction that marks the request DONE, so what it
-    writes and the stored result commit together (if it fails, neither is stored and the
-    command stays open for a retry). ``after()`` runs once the result is stored and published;
+    ``within`` is one data-modifying SQL statement and its parameters (``%(name)s`` style,
+    names not starting with ``done_``); it runs as a CTE of the statement that marks the
+    request DONE, so what it writes and the stored result commit together, in one round trip
+    (if it fails, neither is stored and the command stays open for a retry). ``after()`` runs once the result is stored and published;
     it must leave nothing that a lost ``after`` could corrupt (an order's fills are also
     booked by the user stream and by order-sync). Its exceptions are logged, never answered.
     """
 
     data: dict[str, Any]
-    within: Callable[[Connection], None] | None = None
+    within: tuple[str, dict[str, Any]] | None = None
     after: Callable[[], object] | None = None
 
 
@@ -73,8 +74,8 @@ _CLAIM_SQL = (
     " ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
 )
 _DONE_SQL = (
-    "UPDATE requests SET status = 'DONE', result = %(result)s::jsonb,"
-    " completed_at = %(completed_at)s WHERE request_id = %(request_id)s"
+    "UPDATE requests SET status = 'DONE', result = %(done_result)s::jsonb,"
+    " completed_at = %(done_at)s WHERE request_id = %(done_request_id)s"
 )
 
 
@@ -169,19 +170,21 @@ class CommandRunner:
                 result, final, deferred = self._call(request_id, command, handler)
                 if final:
                     try:
-                        connection = session.connection()
-                        if deferred is not None and deferred.within is not None:
-                            deferred.within(connection)
-                        connection.exec_driver_sql(
+                        sql, params = (
                             _DONE_SQL,
                             {
-                                "request_id": request_id,
-                                "result": orjson.dumps(
+                                "done_request_id": request_id,
+                                "done_result": orjson.dumps(
                                     result, option=orjson.OPT_NON_STR_KEYS
                                 ).decode(),
-                                "completed_at": self._clock.now(),
+                                "done_at": self._clock.now(),
                             },
                         )
+                        if deferred is not None and deferred.within is not None:
+                            within_sql, within_params = deferred.within
+                            sql = f"WITH within AS ({within_sql}) {sql}"
+                            params |= within_params
+                        session.connection().exec_driver_sql(sql, params)
                     except Exception as exc:
                         raise _OutcomeNotRecorded from exc
         except _OutcomeNotRecorded:

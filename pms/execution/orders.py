@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -89,10 +89,11 @@ RETURNING id, created_at, updated_at
 # The acknowledgement, in the transaction that stores the command's result. The order stays
 # open (NEW) until its fills are booked: until then it reserves margin as an open order.
 _ACK_SQL = """
-UPDATE orders SET exchange_order_id = %(exchange_order_id)s,
+UPDATE orders SET exchange_order_id = %(ack_exchange_order_id)s,
   status = CASE WHEN status = 'PENDING_NEW' THEN 'NEW' ELSE status END,
-  updated_at = CASE WHEN status = 'PENDING_NEW' THEN %(now)s ELSE updated_at END
-WHERE id = %(id)s
+  updated_at = CASE WHEN status = 'PENDING_NEW' THEN %(ack_at)s ELSE updated_at END
+WHERE id = %(ack_id)s
+RETURNING id
 """
 
 
@@ -170,15 +171,14 @@ class OrderService:
         acked = self._create(order)
         order_id, sub_account_id = order.id, order.sub_account_id
 
-        def record_ack(connection: Connection) -> None:
-            connection.exec_driver_sql(
-                _ACK_SQL,
-                {
-                    "id": order_id,
-                    "exchange_order_id": acked.exchange_order_id,
-                    "now": self._clock.now(),
-                },
-            )
+        record_ack = (
+            _ACK_SQL,
+            {
+                "ack_id": order_id,
+                "ack_exchange_order_id": acked.exchange_order_id,
+                "ack_at": self._clock.now(),
+            },
+        )
 
         def settle() -> None:
             self.record_exchange_state(order_id, acked, sub_account_id=sub_account_id)
