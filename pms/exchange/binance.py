@@ -1,8 +1,10 @@
-"""The Binance USDⓈ-M adapter: ccxt ``binanceusdm`` as a signed transport and error mapper.
+"""The Binance USDⓈ-M adapter: ccxt ``binanceusdm`` as signer and error mapper.
 
-We call ccxt's implicit endpoints (``fapiPrivatePostOrder`` ...) and parse Binance's own
-payloads, whose numbers are strings, so no amount ever passes through a float. The same code
-talks to Binance and to ``pms sim``: only the base URL differs (see ``ccxt_factory``).
+We call ccxt's implicit endpoints (``fapiPrivatePostOrder`` ...) through :class:`SignedRest`
+(ccxt signs and maps errors; a keep-alive connection per thread carries the bytes, see
+``docs/exchange.md``) and parse Binance's own payloads, whose numbers are strings, so no amount
+ever passes through a float. The same code talks to Binance and to ``pms sim``: only the base
+URL differs (see ``ccxt_factory``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pms.errors import ExchangeRejected, PmsError
 from pms.exchange.ccxt_factory import make_binanceusdm
 from pms.exchange.errors import OrderUnknownToExchange, UnknownOrderState, translate
 from pms.exchange.model import ExchangeOrder, ExchangePosition, OrderRequest, TradeReport
+from pms.exchange.rest import SignedRest
+from pms.exchange.transport import IDLE_S, KeepAliveTransport
 
 # After an unknown outcome, ask by clientOrderId this many times before giving up.
 RESOLVE_ATTEMPTS = 4
@@ -146,16 +150,36 @@ def parse_instrument(raw: dict[str, Any], brackets: list[dict[str, Any]]) -> Ins
 
 
 class BinanceExchange:
-    """Synchronous adapter (workers are threads). Thread-safe: ccxt's session is shared."""
+    """Synchronous adapter (workers are threads). Thread-safe: one connection per thread.
+
+    ``timeout_ms`` bounds connecting and, separately, waiting for a whole response;
+    ``idle_s`` is how long an idle connection is trusted before a fresh one replaces it.
+    """
 
     def __init__(
-        self, base_url: str | None, api_key: str, secret: str, *, timeout_ms: int = 5000
+        self,
+        base_url: str | None,
+        api_key: str,
+        secret: str,
+        *,
+        timeout_ms: int = 5000,
+        idle_s: float = IDLE_S,
     ) -> None:
         self._ex = make_binanceusdm(base_url, api_key, secret, timeout_ms=timeout_ms)
         # ccxt's client-side throttle sleeps ~50 ms per call (2 s for an all-symbol open
         # orders query): too slow for order entry. Binance's own limits are enforced by
         # the exchange (429/418 → RATE_LIMITED with Retry-After), which we surface.
         self._ex.enableRateLimit = False
+        self.transport = KeepAliveTransport(
+            timeout_ms / 1000,
+            idle_s=idle_s,
+            headers={
+                "User-Agent": str(self._ex.userAgent or "pms"),
+                "Accept": "*/*",
+                "Accept-Encoding": "gzip, deflate",
+            },
+        )
+        self._rest = SignedRest(self._ex, self.transport)
         self._time_synced = False
         self._lock = threading.Lock()
         self._trades_since: OrderedDict[str, int] = OrderedDict()
@@ -165,13 +189,13 @@ class BinanceExchange:
     def _call(self, action: str, method: str, params: dict[str, Any]) -> Any:
         self._sync_time()
         try:
-            return getattr(self._ex, method)(params)
+            return self._rest.call(method, params)
         except ccxt.InvalidNonce:
             # -1021: rejected before processing, so re-syncing and sending again is safe.
             self._time_synced = False
             self._sync_time()
             try:
-                return getattr(self._ex, method)(params)
+                return self._rest.call(method, params)
             except Exception as exc:
                 raise self._translate(exc, action) from exc
         except Exception as exc:
@@ -180,8 +204,8 @@ class BinanceExchange:
     def _translate(self, exc: Exception, action: str) -> PmsError:
         if isinstance(exc, PmsError):
             return exc
-        headers = getattr(self._ex, "last_response_headers", None) or {}
-        return translate(exc, action=action, retry_after=headers.get("Retry-After"))
+        retry_after = self._rest.last_headers().get("retry-after")
+        return translate(exc, action=action, retry_after=retry_after)
 
     def _sync_time(self) -> None:
         if self._time_synced:
@@ -358,6 +382,5 @@ class BinanceExchange:
         ]
 
     def close(self) -> None:
-        session = getattr(self._ex, "session", None)
-        if session is not None:
-            session.close()
+        self.transport.close()
+        self._ex.session.close()  # ccxt's own (unused) requests session
