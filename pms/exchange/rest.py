@@ -10,13 +10,13 @@ is ccxt's HTTP stack (requests, urllib3, http.client): ~80 % of a call's CPU.
 
 Transport failures become the exceptions ccxt raises for them:
 
-============================================  =========================================
-transport                                     ccxt
-============================================  =========================================
-connect timed out / no answer in time         ``RequestTimeout``
-connect refused, send failed, reset, closed   ``NetworkError``
-server certificate refused                    ``ExchangeError`` (nothing was sent)
-============================================  =========================================
+=================================================  ====================
+transport                                          ccxt
+=================================================  ====================
+connect timed out / no answer in time              ``RequestTimeout``
+connect refused, certificate refused, send failed  ``NetworkError``
+reset or closed before a complete answer           ``NetworkError``
+=================================================  ====================
 
 ``SignedRest.fetch`` has ccxt's ``fetch(url, method, headers, body)`` signature and is installed
 on the ccxt instance, so ccxt's own helpers (``load_time_difference``) use this transport too.
@@ -32,7 +32,7 @@ import ccxt
 import orjson
 
 from pms.exchange.signer import Signer
-from pms.exchange.transport import KeepAliveTransport, TlsFailed, TransportError
+from pms.exchange.transport import KeepAliveTransport, TransportError
 
 _NO_HEADERS: dict[str, str] = {}
 
@@ -94,8 +94,6 @@ class SignedRest:
         except TransportError as exc:
             self._local.headers = _NO_HEADERS
             details = f"{ex.id} {method} {url}"
-            if isinstance(exc, TlsFailed):
-                raise ccxt.ExchangeError(details) from exc
             if exc.timeout:
                 raise ccxt.RequestTimeout(details) from exc
             raise ccxt.NetworkError(details) from exc
