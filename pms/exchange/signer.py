@@ -13,7 +13,6 @@ client id for ccxt to inject, a missing time offset or credentials) goes to ccxt
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from typing import Any
@@ -34,6 +33,8 @@ class Signer:
 
     def __init__(self, ex: Any) -> None:
         self._ex = ex
+        self._plain: dict[tuple[str, str, str], bool] = {}  # (api, path, method) -> fast?
+        self._safe_keys: set[str] = set()
 
     def sign(self, path: str, api: list[str], method: str, params: dict[str, Any]) -> Any:
         fast = self._fast(path, api, method, params)
@@ -44,11 +45,14 @@ class Signer:
     ) -> dict[str, Any] | None:
         ex = self._ex
         name = api[0]
-        if (
-            name not in SIGNED_APIS
-            or path in CCXT_PATHS
-            or any(part in path for part in CCXT_PATH_PARTS)
-        ):
+        plain = self._plain.get((name, path, method))
+        if plain is None:
+            plain = self._plain[(name, path, method)] = (
+                name in SIGNED_APIS
+                and path not in CCXT_PATHS
+                and not any(part in path for part in CCXT_PATH_PARTS)
+            )
+        if not plain:
             return None
         options = ex.options
         offset = options.get("timeDifference")
@@ -83,12 +87,14 @@ class Signer:
                     value = quote(value, safe="")
             else:
                 return None
-            if not _UNQUOTED.fullmatch(k):
-                return None
+            if k not in self._safe_keys:
+                if not isinstance(k, str) or not _UNQUOTED.fullmatch(k):
+                    return None
+                self._safe_keys.add(k)
             parts.append(f"{k}={value}")
         parts.append(f"recvWindow={window}")
         query = "&".join(parts)
-        signature = hmac.new(secret.encode(), query.encode(), hashlib.sha256).hexdigest()
+        signature = hmac.digest(secret.encode(), query.encode(), "sha256").hex()
         query = f"{query}&signature={signature}"
         url = f"{base}/{path}"
         if method in ("GET", "DELETE"):

@@ -211,9 +211,11 @@ class _Connection:
             name, colon, value = line.partition(":")
             if not colon:
                 raise _ProtocolError("bad header line")
-            key = name.strip().lower()
-            value = value.strip()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+            key = name.lower()  # no space before the colon (RFC 9112 §5.1)
+            if key in headers:
+                headers[key] += ", " + value.strip()
+            else:
+                headers[key] = value.strip()
         keep = version == "HTTP/1.1"
         conn_header = headers.get("connection", "").lower()
         if "close" in conn_header:
