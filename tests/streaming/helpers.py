@@ -23,7 +23,7 @@ BTC = "BTC/USDT:USDT"
 def resting_buy(app: App, price: str = "59000", qty: str = "0.002", symbol: str = BTC) -> str:
     """A funded sub-account and a resting limit BUY; returns its clientOrderId."""
     sub, user = funded_account(app.sessions, "5000")
-    view = app.orders.place_limit(
+    answer = app.orders.place_limit(
         cmd.PlaceLimitOrder(
             requestId=uuid.uuid4().hex,
             userId=user,
@@ -34,6 +34,9 @@ def resting_buy(app: App, price: str = "59000", qty: str = "0.002", symbol: str 
             price=Decimal(price),
         )
     )
+    view = answer.data  # the exchange's acknowledgement; the booking step runs in `after`
+    if answer.after is not None:
+        answer.after()
     assert view["status"] == "NEW", view
     return str(view["clientOrderId"])
 

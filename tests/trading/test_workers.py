@@ -98,6 +98,16 @@ def test_round_trip_and_redelivered_message_is_one_order(
     listener.close()
     assert answers == [first, first]
     assert len(sim_orders(sim, first["data"]["clientOrderId"])) == 1
+
+    def booked() -> bool:  # the result answers on the acknowledgement; fills follow
+        with unit_of_work(session_factory) as s:
+            return bool(
+                s.execute(
+                    select(func.count()).select_from(Fill).where(Fill.sub_account_id == sub)
+                ).scalar_one()
+            )
+
+    wait_for(booked, 10, message="the order's fill booked")
     with unit_of_work(session_factory) as s:
         assert (
             s.execute(
