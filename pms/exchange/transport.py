@@ -3,7 +3,7 @@
 Built for the exchange adapter's hot path (a signed REST call per order step). It does what a
 REST call to Binance or ``pms sim`` needs and no more: one request on a connection at a time,
 ``Content-Length`` or chunked bodies, gzip/deflate, TLS with certificate checks. No redirects,
-cookies, proxies, pooling across threads or ``email.parser``: those cost ~5x the CPU of the call.
+cookies, proxies, cross-thread pooling or ``email.parser``: with them a call cost 5-7x the CPU.
 
 Failure semantics are the point (an order call must never be sent twice blindly):
 
