@@ -26,12 +26,16 @@ from pms.messaging.results import ResultStore
 def make_exchange(settings: Settings) -> Exchange:
     if settings.exchange is ExchangeKind.SIM:
         return BinanceExchange(
-            settings.sim_url, settings.sim_api_key, settings.sim_api_secret.get_secret_value()
+            settings.sim_url,
+            settings.sim_api_key,
+            settings.sim_api_secret.get_secret_value(),
+            timeout_ms=settings.exchange_timeout_ms,
         )
     return BinanceExchange(
         None,
         settings.binance_api_key.get_secret_value(),
         settings.binance_api_secret.get_secret_value(),
+        timeout_ms=settings.exchange_timeout_ms,
     )
 
 

@@ -307,7 +307,7 @@ def _server_idle(keep_alive: str, default: float) -> float:
         name, _, value = part.strip().partition("=")
         if name.lower() == "timeout":
             try:
-                return max(float(value) - 1.0, 0.0)
+                return max(float(value) - 1.0, 0.0)  # float-ok: seconds, not money
             except ValueError:
                 return default
     return default
