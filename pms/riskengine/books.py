@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -15,6 +16,9 @@ from pms.domain.enums import AccountStatus, LiquidationMode, Tier
 from pms.execution.context import OPEN_STATUSES, open_orders, open_positions, rules_view
 from pms.risk.snapshot import OpenOrder, RiskPosition
 from pms.risk.tiers import TierThresholds
+
+if TYPE_CHECKING:
+    from pms.riskengine.document import PreparedBook
 
 
 @dataclass
@@ -27,6 +31,9 @@ class AccountBook:
     thresholds: TierThresholds
     positions: dict[str, RiskPosition] = field(default_factory=dict)
     orders: list[OpenOrder] = field(default_factory=list)
+    # The document parts that do not move with the marks (pms.riskengine.document.prepare
+    # fills it and rebuilds it when the wallet, status or positions above change).
+    prepared: PreparedBook | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def symbols(self) -> set[str]:

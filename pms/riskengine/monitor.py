@@ -7,7 +7,8 @@ stays in an ADL or liquidation tier). Enforcement re-checks everything from Post
 monitor only decides *when* to look, never *what* to do.
 
 Books are kept in memory and reloaded when the account changes (``position_update``,
-``balance_update``, ``order_update`` events), so the hot path does no database work.
+``balance_update``, ``order_update`` events), so the hot path does no database work; the
+document itself is computed and rendered by :mod:`pms.riskengine.document`.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ from pms.domain.instrument import Instrument
 from pms.marketdata.prices import price_key
 from pms.messaging.events import EventPublisher, EventType
 from pms.risk.margin import RATIO_BEYOND_LIQUIDATION
-from pms.risk.snapshot import RiskSnapshot, compute_snapshot
+from pms.risk.snapshot import RiskSnapshot
 from pms.risk.tiers import classify_tier
 from pms.riskengine.books import AccountBook, active_account_ids, load_book, load_books
+from pms.riskengine.document import RATIO_PLACES, DocumentPass
 
 log = structlog.get_logger(__name__)
 
 RISK_KEY = "pms:risk:"
-RATIO_PLACES = Decimal("0.000001")
 MATERIAL_RATIO_MOVE = Decimal("0.01")
 REENFORCE_MS = 1_000
 WATCHED_EVENTS = (EventType.POSITION_UPDATE, EventType.BALANCE_UPDATE, EventType.ORDER_UPDATE)
@@ -56,8 +57,11 @@ def snapshot_payload(
     ts: int,
     marks: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The ``pms:risk:{id}`` document. ``marks`` caches each symbol's mark string for a pass
-    (thousands of accounts share a handful of symbols)."""
+    """The ``pms:risk:{id}`` document, written plainly: the definition of its content.
+
+    The risk pass renders the same bytes faster with :mod:`pms.riskengine.document`, and
+    ``tests/riskengine/test_document.py`` holds the two to byte equality. ``marks`` caches
+    each symbol's mark string across calls."""
     ratio = snap.margin_ratio
     mark_text = marks if marks is not None else {}
     positions = []
@@ -209,11 +213,12 @@ class RiskMonitor:
 
     def _evaluate(self, ids: Iterable[int]) -> int:
         now = self._clock.ms()
-        instruments = self._instruments()
+        docs = DocumentPass(self.marks, self._instruments(), now)
         writes: dict[str, bytes] = {}
-        mark_text: dict[str, str] = {}
         updates: list[tuple[EventType, int, dict[str, Any]]] = []
         to_enforce: list[tuple[int, str]] = []
+        key_prefix = f"{self._prefix}{RISK_KEY}"
+        normal = Tier.NORMAL
         count = 0
         with self._lock:
             for sub_account_id in ids:
@@ -221,28 +226,30 @@ class RiskMonitor:
                 if book is None:
                     continue
                 try:
-                    snap = compute_snapshot(
-                        book.wallet, book.positions.values(), book.orders, self.marks, instruments
-                    )
+                    figures = docs.figures(book)
                 except ValueError:
                     continue  # a held symbol without a mark yet: wait for it rather than guess
                 except ArithmeticError:
                     log.exception("risk snapshot failed", subAccountId=sub_account_id)
                     continue  # one bad book must not stop the pass for everyone else
                 seen = self._seen[sub_account_id]
-                tier = classify_tier(seen.tier, snap.margin_ratio, book.thresholds)
-                payload = snapshot_payload(sub_account_id, book, snap, tier, now, mark_text)
-                writes[f"{self._prefix}{RISK_KEY}{sub_account_id}"] = orjson.dumps(payload)
+                ratio = figures.ratio
+                if seen.tier is normal and ratio < book.thresholds.warning:
+                    tier = normal  # what classify_tier says from NORMAL below WARNING, faster
+                else:
+                    tier = classify_tier(seen.tier, ratio, book.thresholds)
+                document = docs.document(figures, tier)
+                writes[f"{key_prefix}{sub_account_id}"] = document
                 count += 1
-                if tier != seen.tier:
+                if tier is not seen.tier:
                     to_enforce.append((sub_account_id, f"tier {seen.tier.value} -> {tier.value}"))
                     seen.enforced_at = now
                 elif tier.severity >= Tier.ADL1.severity and now - seen.enforced_at >= REENFORCE_MS:
                     to_enforce.append((sub_account_id, f"still {tier.value}"))
                     seen.enforced_at = now
-                if tier != seen.tier or _moved(snap.margin_ratio, seen.ratio):
-                    updates.append((EventType.RISK_UPDATE, sub_account_id, payload))
-                    seen.ratio = snap.margin_ratio
+                if tier is not seen.tier or _moved(ratio, seen.ratio):
+                    updates.append((EventType.RISK_UPDATE, sub_account_id, orjson.loads(document)))
+                    seen.ratio = ratio
                 seen.tier = tier
         # Enforcement first: it is the latency that matters (a liquidation waits on it);
         # snapshots and events follow in the same pass.
