@@ -37,18 +37,33 @@ if TYPE_CHECKING:
 
 RATIO_PLACES = Decimal("0.000001")
 
-# One non-flat position, prepared: (qty, entry, leverage, qty·entry or |qty|·entry, long,
-# JSON head up to the mark's opening quote, JSON tail from the leverage to the liqPrice key).
-_Row = tuple[Decimal, Decimal, int, Decimal, bool, str, str, str]
+# One non-flat position, prepared: (qty, entry, leverage as a Decimal, the liquidation
+# price's Q·EP term, long?, JSON head up to the mark's opening quote, JSON tail from the
+# leverage to the liqPrice key, symbol).
+_Row = tuple[Decimal, Decimal, Decimal, Decimal, bool, str, str, str]
+
+# JSON text of symbols and statuses: a handful of values, each written by orjson once.
+_TEXTS: dict[str, str] = {}
 
 
-def _text(value: object) -> str:
-    """``value`` as orjson writes it (quotes and escapes included)."""
-    return orjson.dumps(value).decode()
+def _text(value: str) -> str:
+    """``value`` as orjson writes a string (quotes and any escapes included)."""
+    text = _TEXTS.get(value)
+    if text is None:
+        text = _TEXTS[value] = orjson.dumps(value).decode()
+    return text
+
+
+def _int_text(value: int) -> str:
+    return str(value) if type(value) is int else orjson.dumps(value).decode()
 
 
 class PreparedBook:
-    """The parts of a book's document that only change when the book does."""
+    """The parts of a book's document that only change when the book does.
+
+    ``str(Decimal)`` needs no JSON escaping (digits, sign, point, exponent, "Infinity"), so
+    numbers are quoted as they are; strings go through orjson.
+    """
 
     __slots__ = ("head", "held", "positions", "rows", "status", "status_text", "wallet")
 
@@ -57,23 +72,24 @@ class PreparedBook:
         self.status = book.status
         self.positions = tuple(book.positions.values())
         self.head = (
-            f'{{"subAccountId":{_text(book.sub_account_id)},"wallet":{_text(str(book.wallet))},'
+            f'{{"subAccountId":{_int_text(book.sub_account_id)},"wallet":"{book.wallet!s}",'
             '"equity":"'
         )
         self.status_text = f'","status":{_text(book.status.value)},"positions":['
         rows: list[_Row] = []
         for pos in self.positions:
-            if not pos.qty:
+            qty = pos.qty
+            if not qty:
                 continue  # flat: not in the document, needs no mark
-            long = pos.qty > ZERO
+            long = qty > ZERO
             head = (
-                f'{{"symbol":{_text(pos.symbol)},"qty":{_text(str(pos.qty))},'
-                f'"entry":{_text(str(pos.entry))},"mark":"'
+                f'{{"symbol":{_text(pos.symbol)},"qty":"{qty!s}","entry":"{pos.entry!s}","mark":"'
             )
-            tail = f'","leverage":{_text(pos.leverage)},"liqPrice":'
-            # The liquidation price's Q·EP term, as liquidation_price computes it.
-            base = pos.qty * pos.entry if long else -pos.qty * pos.entry
-            rows.append((pos.qty, pos.entry, pos.leverage, base, long, head, tail, pos.symbol))
+            tail = f'","leverage":{_int_text(pos.leverage)},"liqPrice":'
+            # Q·EP of the liquidation price, computed as liquidation_price does; the
+            # leverage as a Decimal divides exactly as the int does, without the conversion.
+            qe = qty * pos.entry if long else -qty * pos.entry
+            rows.append((qty, pos.entry, Decimal(pos.leverage), qe, long, head, tail, pos.symbol))
         self.rows = tuple(rows)
         self.held = {row[7]: row[0] for row in rows}
 
@@ -93,20 +109,13 @@ def prepare(book: AccountBook) -> PreparedBook:
     return prepared
 
 
-class Figures:
-    """One account's risk figures for the pass, and the document text but for the tier."""
-
-    __slots__ = ("body", "positions", "ratio")
-
-    def __init__(self, ratio: Decimal, body: str, positions: str) -> None:
-        self.ratio = ratio
-        self.body = body
-        self.positions = positions
-
-
 # What a pass knows of one symbol: mark, the mark's text up to the upnl value, bracket caps
 # and rows.
 _Symbol = tuple[Decimal, str, list[Decimal], tuple[BracketRow, ...]]
+
+# An account's figures for the pass: margin ratio, the document's text before the tier, and
+# from the tier's closing quote to the end of the positions.
+Figures = tuple[Decimal, str, str]
 
 
 class DocumentPass:
@@ -133,19 +142,20 @@ class DocumentPass:
 
     def figures(self, book: AccountBook) -> Figures:
         """Risk of ``book`` at this pass's marks (raises like ``compute_snapshot``)."""
-        prepared = prepare(book)
+        prepared = book.prepared
+        if prepared is None or not prepared.fits(book):
+            prepared = book.prepared = PreparedBook(book)
         symbols = self._symbols
         # Pass 1, as compute_snapshot: per-position figures and totals.
         staged = []
         total_upnl = ZERO
         total_mm = ZERO
         total_im = ZERO
-        for row in prepared.rows:
-            qty, entry, leverage, _, _, _, _, symbol = row
+        for qty, entry, leverage, qe, long, head, tail, symbol in prepared.rows:
             sym = symbols.get(symbol)
             if sym is None:
                 sym = self._symbol(symbol)
-            mark, _, caps, brackets = sym
+            mark, mark_text, caps, brackets = sym
             value = qty * mark
             if value < ZERO:
                 value = -value
@@ -156,7 +166,9 @@ class DocumentPass:
             total_upnl += upnl
             total_mm += mm
             total_im += value / leverage
-            staged.append((row, sym, value, upnl, mm, index))
+            staged.append(
+                (qty, qe, long, head, tail, mark_text, caps, brackets, value, upnl, mm, index)
+            )
         orders_im = (
             open_orders_margin(book.orders, prepared.held, self.marks) if book.orders else ZERO
         )
@@ -166,9 +178,7 @@ class DocumentPass:
         base = wallet - total_mm + total_upnl
         # Pass 2: liquidation prices (liquidation_price, inlined) and the positions' text.
         texts = []
-        for row, sym, value, upnl, mm, index in staged:
-            qty, _, _, qe, long, head, tail, _ = row
-            _, mark_text, caps, brackets = sym
+        for qty, qe, long, head, tail, mark_text, caps, brackets, value, upnl, mm, index in staged:
             others = base + mm - upnl
             rounds = len(brackets)
             if long:
@@ -192,8 +202,10 @@ class DocumentPass:
                     if settled == index or not rounds:
                         break
                     index = settled
-            liq = f'"{price!s}"}}' if price > ZERO else "null}"
-            texts.append(f'{head}{mark_text}{upnl!s}","notional":"{value!s}{tail}{liq}')
+            if price > ZERO:
+                texts.append(f'{head}{mark_text}{upnl!s}","notional":"{value!s}{tail}"{price!s}"}}')
+            else:
+                texts.append(f'{head}{mark_text}{upnl!s}","notional":"{value!s}{tail}null}}')
 
         total_initial = total_im + orders_im
         ratio = margin_ratio(total_mm, equity)
@@ -205,7 +217,9 @@ class DocumentPass:
             f'"maintenanceMargin":"{total_mm!s}","marginRatio":"{ratio_text}",'
             f'"available":"{equity - total_initial!s}","tier":"'
         )
-        return Figures(ratio, body, prepared.status_text + ",".join(texts))
+        return ratio, body, prepared.status_text + ",".join(texts)
 
-    def document(self, figures: Figures, tier: Tier) -> bytes:
-        return f"{figures.body}{tier.value}{figures.positions}{self.ts_tail}".encode()
+    def document(self, figures: Figures, tier: Tier) -> str:
+        """The document of ``figures`` once the account's tier is known (JSON text; the
+        stored value is its UTF-8 encoding)."""
+        return f"{figures[1]}{tier.value}{figures[2]}{self.ts_tail}"

@@ -73,7 +73,7 @@ def reference(book: AccountBook, at: Mapping[str, Decimal], tier: Tier, ts: int)
 
 def fast(book: AccountBook, at: Mapping[str, Decimal], tier: Tier, ts: int) -> bytes:
     docs = DocumentPass(at, INSTRUMENTS, ts)
-    return docs.document(docs.figures(book), tier)
+    return docs.document(docs.figures(book), tier).encode()
 
 
 @settings(max_examples=400, deadline=None)

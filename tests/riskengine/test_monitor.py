@@ -6,6 +6,7 @@ import uuid
 from decimal import Decimal
 
 import orjson
+import pytest
 import redis
 
 from pms.clock import TestClock
@@ -13,10 +14,10 @@ from pms.config import Settings
 from pms.domain.enums import AccountStatus, LiquidationMode, Tier
 from pms.domain.instrument import Instrument, LeverageBracket
 from pms.messaging.events import EventPublisher
-from pms.risk.snapshot import RiskPosition
+from pms.risk.snapshot import RiskPosition, compute_snapshot
 from pms.risk.tiers import DEFAULT_THRESHOLDS
 from pms.riskengine.books import AccountBook
-from pms.riskengine.monitor import REENFORCE_MS, RiskMonitor
+from pms.riskengine.monitor import REENFORCE_MS, WRITE_SLICE, RiskMonitor, snapshot_payload
 
 D = Decimal
 BTC = "BTC/USDT:USDT"
@@ -110,3 +111,90 @@ def test_quiet_market_still_pushes_an_unfinished_liquidation(
     clock.advance(ms=REENFORCE_MS)
     m.revisit()  # no mark moved, but the account is still beyond liquidation
     assert asked[-1] == (7, "still LIQUIDATION")
+
+
+def _books(count: int) -> list[AccountBook]:
+    return [
+        AccountBook(
+            i,
+            D(1000 + i),
+            AccountStatus.ACTIVE,
+            Tier.NORMAL,
+            LiquidationMode.CLOSE,
+            DEFAULT_THRESHOLDS,
+            {BTC: RiskPosition(BTC, D(i % 7 - 3).scaleb(-2) or D("0.5"), D(60_000 + i), 20)},
+            [],
+        )
+        for i in range(1, count + 1)
+    ]
+
+
+def test_every_snapshot_of_a_pass_is_stored_as_rendered(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    clock = TestClock()
+    prefix = f"{settings.redis_prefix}mon-{uuid.uuid4().hex[:6]}-ü:"  # not ASCII: bytes ≠ chars
+    m = RiskMonitor(
+        redis_client,
+        None,
+        lambda: {BTC: INSTRUMENT},
+        EventPublisher(redis_client, clock, prefix=prefix),
+        clock,
+        lambda s, r: None,
+        prefix=prefix,
+    )  # type: ignore[arg-type]
+    books = _books(2 * WRITE_SLICE + 17)  # several MSET slices, the last one short
+    m.marks = {BTC: D(60_000)}
+    m.install(books)
+
+    assert m.on_marks({BTC: D("60123.4")}) == len(books)
+
+    stored = redis_client.mget([f"{prefix}pms:risk:{b.sub_account_id}" for b in books])
+    for book, raw in zip(books, stored, strict=True):
+        snap = compute_snapshot(
+            book.wallet, book.positions.values(), (), m.marks, {BTC: INSTRUMENT}
+        )
+        expected = snapshot_payload(book.sub_account_id, book, snap, Tier.NORMAL, clock.ms())
+        assert raw == orjson.dumps(expected)
+    # Ratios that moved off zero by 0.01 or more were published: with the stored document.
+    by_id = {b.sub_account_id: raw for b, raw in zip(books, stored, strict=True)}
+    events = [orjson.loads(f[b"event"]) for _, f in redis_client.xrange(f"{prefix}pms:events")]
+    assert events
+    for event in events:
+        assert event["data"] == orjson.loads(by_id[event["subAccountId"]])
+
+
+def test_a_connection_dropped_between_passes_does_not_lose_the_next(settings: Settings) -> None:
+    own = redis.Redis.from_url(settings.redis_url)  # a pool of its own, to drop its connection
+    try:
+        m = monitor(settings, own, TestClock(), [])
+        m.on_marks({BTC: D(60_010)})
+        key = f"{m._prefix}pms:risk:7"
+        before = orjson.loads(own.get(key))
+        killer = redis.Redis.from_url(settings.redis_url)
+        killer.client_kill_filter(_id=own.client_id())  # what a Redis restart does to the pool
+        killer.close()
+
+        m.on_marks({BTC: D(60_500)})
+
+        after = orjson.loads(own.get(key))
+        assert before["positions"][0]["mark"] == "60010"
+        assert after["positions"][0]["mark"] == "60500"
+    finally:
+        own.close()
+
+
+def test_a_write_cut_mid_pass_is_retried_through_the_client(
+    settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = monitor(settings, redis_client, TestClock(), [])
+
+    def cut(writes: object) -> None:  # Redis going away between our send and its reply
+        raise redis.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(m, "_send_framed", cut)
+
+    m.on_marks({BTC: D(60_700)})
+
+    snap = orjson.loads(redis_client.get(f"{m._prefix}pms:risk:7"))
+    assert snap["positions"][0]["mark"] == "60700"
