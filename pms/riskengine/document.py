@@ -7,14 +7,17 @@ at a fraction of the cost, for 2,000 documents per mark tick (SPEC §10). How:
 * what does not move with the marks is prepared once per book (:class:`PreparedBook`): each
   position's JSON head (symbol, qty, entry), its leverage tail, ``qty·entry`` for the
   liquidation price, the account's head (id, wallet) and status; a book that is replaced or
-  edited is prepared again (``prepare`` checks the wallet, status and positions it was built
-  from, by identity);
+  edited is prepared again (``prepare`` checks the wallet and status it was built from by
+  identity, and its positions as a tuple: identical objects, or equal ones);
 * what moves with a mark but is shared by every holder of the symbol is looked up once per
   pass (:class:`DocumentPass`): the mark, its JSON text, the bracket table;
 * the rest is the same Decimal arithmetic, in the same order, as ``compute_snapshot``
   (inlined, no intermediate objects), and its text is joined into the document directly.
 
 Every number is ``str(Decimal)``, exactly what the reference writes; nothing is a float.
+Like ``compute_snapshot``, the arithmetic runs in the caller's decimal context; the one
+product prepared ahead (``qty·entry``) is exact for any real position, whichever thread's
+(default) context made it.
 """
 
 from __future__ import annotations
