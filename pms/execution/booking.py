@@ -10,13 +10,13 @@ zero: a loss beyond it is charged to the house account as an INSURANCE entry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from pms.accounts.ledger import lock_account, post_entry
 from pms.accounts.service import house_account
@@ -121,9 +121,9 @@ def _book(
     # booked conflicts and nothing else is written.
     if order is not None and not order_locked:
         session.refresh(order, with_for_update=True)
-    # No autoflush until the position is written: the order's pending changes (the caller's
-    # acknowledgement, this fill) go out in one UPDATE with the booking's flush. Anything
-    # else the caller left pending is flushed first, as an autoflush would have.
+    # No autoflush while booking: the order's pending changes (the caller's acknowledgement,
+    # this fill) go out in the booking's one write statement. Anything else the caller left
+    # pending is flushed first, as an autoflush would have.
     if session.new or any(obj is not order for obj in session.dirty):
         session.flush()
     with session.no_autoflush:
@@ -167,14 +167,22 @@ def _book_locked(
     )
     if fill_id is None:
         return None
+    # What the fill changes (the order with the caller's pending acknowledgement, the
+    # position, the ledger and the balance) is computed here and written in one statement.
+    writes = _Writes()
     if order is not None:
         _update_order(order, trade)
+        writes.update("orders", order)
     fee_usdt = trade.fee if trade.fee_asset == "USDT" else ZERO
     position = _update_position(
-        session, account.id, position, positions, trade, leverage, fee_usdt, effect
+        session, writes, account.id, position, trade, leverage, fee_usdt, effect
     )
     realized = effect.realized
-    balance_events = _post_pnl_and_fee(session, account, realized, fee_usdt, fill_id)
+    before = account.wallet_balance
+    balance, shortfall = _post_pnl_and_fee(writes, account, realized, fee_usdt, fill_id)
+    positions.extend(writes.execute(session))
+    if balance != before:
+        set_committed_value(account, "wallet_balance", balance)
 
     booked = Booked(fill_id=fill_id, sub_account_id=account.id)
     booked.events.append(
@@ -182,14 +190,134 @@ def _book_locked(
     )
     if order is not None:
         booked.events.append((EventType.ORDER_UPDATE, account.id, views.order_view(order)))
-    if position is not None:
-        booked.events.append((EventType.POSITION_UPDATE, account.id, views.position_view(position)))
-    booked.events.extend(balance_events)
+    booked.events.append((EventType.POSITION_UPDATE, account.id, views.position_view(position)))
+    if balance != before:
+        booked.events.append(
+            (
+                EventType.BALANCE_UPDATE,
+                account.id,
+                views.balance_view(account, balance - before, "fill"),
+            )
+        )
+    if shortfall > 0:
+        absorb_shortfall(
+            session,
+            account.id,
+            shortfall,
+            ref_type="fill",
+            ref_id=str(fill_id),
+            events=booked.events,
+        )
     still_open = sorted(
         (p for p in positions if p.closed_at is None), key=lambda p: p.symbol.encode()
     )
     booked.open_positions = [views.position_view(p) for p in still_open]
     return booked
+
+
+class _Writes:  # the SQL below is built from column names and aliases, never from values
+    """The writes of one booking as one SQL statement (data-modifying CTEs, one round trip),
+    after which the ORM copies hold what was written and nothing is left for a flush.
+
+    ``update``: a loaded row's changed attributes (all its pending ORM changes, the caller's
+    included); ``insert``: a new position row; ``ledger``: entries and the new balance.
+    """
+
+    def __init__(self) -> None:
+        self._ctes: list[str] = []
+        self._params: dict[str, Any] = {}
+        self._updates: list[tuple[str, Order | Position, dict[str, Any]]] = []
+        self._inserts: list[tuple[str, Position]] = []
+        self._checks: list[str] = []
+
+    def update(self, table: str, obj: Order | Position) -> None:
+        state = instance_state(obj)
+        changes = {k: state.dict[k] for k in state.committed_state if k in state.dict}
+        # Identifiers in the SQL are the mapped table's own column names; values are parameters.
+        assert changes.keys() <= _COLUMNS[table], "only mapped columns are written"
+        if not changes:
+            return
+        alias = f"u{len(self._updates)}"
+        sets = ", ".join(f"{col} = %({alias}_{col})s" for col in changes)
+        self._ctes.append(
+            f"{alias} AS (UPDATE {table} SET {sets} WHERE id = %({alias}_id)s RETURNING 1)"  # noqa: S608
+        )
+        self._params[f"{alias}_id"] = obj.id
+        self._params.update({f"{alias}_{col}": value for col, value in changes.items()})
+        self._updates.append((alias, obj, changes))
+        self._checks.append(f"(SELECT count(*) FROM {alias}) = 1")  # noqa: S608
+
+    def insert(self, position: Position) -> None:
+        alias = f"i{len(self._inserts)}"
+        values = {col: getattr(position, col) for col in _POSITION_INSERT_COLUMNS}
+        self._ctes.append(
+            f"{alias} AS (INSERT INTO positions ({', '.join(values)})"  # noqa: S608
+            f" VALUES ({', '.join(f'%({alias}_{col})s' for col in values)}) RETURNING id)"
+        )
+        self._params.update({f"{alias}_{col}": value for col, value in values.items()})
+        self._inserts.append((alias, position))
+
+    def ledger(
+        self,
+        account_id: int,
+        balance: Decimal,
+        entries: list[tuple[str, Decimal, Decimal]],
+        ref_id: str,
+    ) -> None:
+        rows = []
+        for i, (kind, amount, after) in enumerate(entries):
+            self._params |= {f"l_k{i}": kind, f"l_a{i}": amount, f"l_b{i}": after}
+            rows.append(f"(%(l_account)s, %(l_k{i})s, %(l_a{i})s, %(l_b{i})s, 'fill', %(l_ref)s)")
+        self._params |= {"l_account": account_id, "l_balance": balance, "l_ref": ref_id}
+        self._ctes.append(
+            "le AS (INSERT INTO ledger_entries"  # noqa: S608
+            " (sub_account_id, kind, amount, balance_after, ref_type, ref_id)"
+            f" VALUES {', '.join(rows)} RETURNING 1)"
+        )
+        self._ctes.append(
+            "lb AS (UPDATE sub_accounts SET wallet_balance = %(l_balance)s, updated_at = now()"
+            " WHERE id = %(l_account)s RETURNING 1)"
+        )
+        self._checks.append(f"(SELECT count(*) FROM le) = {len(entries)}")  # noqa: S608
+        self._checks.append("(SELECT count(*) FROM lb) = 1")
+
+    def execute(self, session: Session) -> list[Position]:
+        """Run the statement; returns the new positions, now persistent in the session."""
+        if not self._ctes:
+            return []
+        outputs = [f"({' AND '.join(self._checks)})" if self._checks else "true"]
+        outputs += [f"(SELECT id FROM {alias})" for alias, _ in self._inserts]  # noqa: S608
+        sql = f"WITH {', '.join(self._ctes)} SELECT {', '.join(outputs)}"
+        row = session.connection().exec_driver_sql(sql, self._params).one()
+        assert row[0], "every row the booking updates exists and was written once"
+        for _, obj, changes in self._updates:
+            for col, value in changes.items():
+                set_committed_value(obj, col, value)
+        created = []
+        for (_, position), position_id in zip(self._inserts, row[1:], strict=True):
+            position.id = position_id
+            make_transient_to_detached(position)
+            session.add(position)
+            created.append(position)
+        return created
+
+
+_COLUMNS = {
+    "orders": frozenset(Order.__table__.columns.keys()),
+    "positions": frozenset(Position.__table__.columns.keys()),
+}
+_POSITION_INSERT_COLUMNS = (
+    "sub_account_id",
+    "symbol",
+    "qty",
+    "entry_price",
+    "leverage",
+    "realized_pnl",
+    "fees_paid",
+    "opened_at",
+    "updated_at",
+    "closed_at",
+)
 
 
 def _update_order(order: Order, trade: TradeReport) -> None:
@@ -213,82 +341,64 @@ def _update_order(order: Order, trade: TradeReport) -> None:
 
 def _update_position(
     session: Session,
+    writes: _Writes,
     sub_account_id: int,
     position: Position | None,
-    positions: list[Position],
     trade: TradeReport,
     leverage: int,
     fee: Decimal,
     effect: FillEffect,
 ) -> Position:
-    """Apply the fill to the open position (the fee is charged to the row left open).
-    ``positions``: the account's open positions, locked; rows opened here are appended."""
-    if position is None:
-        position = Position(
-            sub_account_id=sub_account_id,
-            symbol=trade.symbol,
-            qty=ZERO,
-            entry_price=ZERO,
-            realized_pnl=ZERO,
-            fees_paid=ZERO,
-            leverage=leverage,
-            opened_at=trade.traded_at,
-        )
-        session.add(position)
-        positions.append(position)
-    position.realized_pnl += effect.realized
-    position.updated_at = trade.traded_at
+    """Apply the fill to the open position (the fee is charged to the row left open)."""
     if effect.flipped:
-        # Close the old row (it keeps its realized PnL); the remainder opens a new row.
+        assert position is not None
+        # Close the old row (it keeps its realized PnL) before the remainder opens a new one:
+        # at most one row per symbol is open, so the close is written first, on its own.
+        position.realized_pnl += effect.realized
+        position.updated_at = trade.traded_at
         position.qty = ZERO
         position.closed_at = trade.traded_at
-        session.flush()
-        position = Position(
+        closing = _Writes()
+        closing.update("positions", position)
+        closing.execute(session)
+        position = None
+        effect = replace(effect, realized=ZERO)
+    if position is None:
+        new = Position(
             sub_account_id=sub_account_id,
             symbol=trade.symbol,
             qty=effect.qty,
             entry_price=effect.entry,
-            realized_pnl=ZERO,
-            fees_paid=ZERO,
+            realized_pnl=effect.realized,
+            fees_paid=fee,
             leverage=leverage,
             opened_at=trade.traded_at,
             updated_at=trade.traded_at,
+            closed_at=None,
         )
-        session.add(position)
-        positions.append(position)
-    elif effect.qty == 0:
+        writes.insert(new)
+        return new
+    position.realized_pnl += effect.realized
+    position.updated_at = trade.traded_at
+    if effect.qty == 0:
         position.qty = ZERO
         position.closed_at = trade.traded_at
     else:
         position.qty = effect.qty
         position.entry_price = effect.entry
     position.fees_paid += fee
-    session.flush()
+    writes.update("positions", position)
     return position
 
 
-# The ledger entries of one fill and the resulting balance, as one statement (the caller holds
-# the account's lock; the ORM copy of the balance is set to the same value afterwards).
-_POST_ENTRIES_SQL = """
-WITH e AS (
-  INSERT INTO ledger_entries (sub_account_id, kind, amount, balance_after, ref_type, ref_id)
-  VALUES {values}
-  RETURNING 1
-)
-UPDATE sub_accounts SET wallet_balance = %(balance)s, updated_at = now()
-WHERE id = %(account)s AND (SELECT count(*) FROM e) = %(n)s
-"""
-
-
 def _post_pnl_and_fee(
-    session: Session, account: SubAccount, realized: Decimal, fee: Decimal, fill_id: int
-) -> list[Event]:
+    writes: _Writes, account: SubAccount, realized: Decimal, fee: Decimal, fill_id: int
+) -> tuple[Decimal, Decimal]:
     """Post realized PnL then the fee; what would take the balance below zero is posted up
-    to the balance and the shortfall charged to the house (INSURANCE)."""
-    before = account.wallet_balance
-    balance = before
+    to the balance, and the shortfall (returned with the new balance) is the house's."""
+    balance = account.wallet_balance
     shortfall = ZERO
-    entries: list[tuple[LedgerKind, Decimal, Decimal]] = []
+    entries: list[tuple[str, Decimal, Decimal]] = []
     for kind, amount in ((LedgerKind.REALIZED_PNL, realized), (LedgerKind.FEE, -fee)):
         if amount == 0:
             continue
@@ -299,41 +409,10 @@ def _post_pnl_and_fee(
             amount = -balance
         if amount != 0:
             balance += amount
-            entries.append((kind, amount, balance))
+            entries.append((kind.value, amount, balance))
     if entries:
-        params: dict[str, Any] = {
-            "balance": balance,
-            "account": account.id,
-            "n": len(entries),
-            "ref_type": "fill",
-            "ref_id": str(fill_id),
-        }
-        rows = []
-        for i, (kind, amount, after) in enumerate(entries):
-            params[f"k{i}"], params[f"a{i}"], params[f"b{i}"] = kind.value, amount, after
-            rows.append(f"(%(account)s, %(k{i})s, %(a{i})s, %(b{i})s, %(ref_type)s, %(ref_id)s)")
-        updated = (
-            session.connection()
-            .exec_driver_sql(_POST_ENTRIES_SQL.format(values=", ".join(rows)), params)
-            .rowcount
-        )
-        assert updated == 1, "the ledger entries and the balance move together"
-        set_committed_value(account, "wallet_balance", balance)
-    events: list[Event] = []
-    if shortfall > 0:
-        absorb_shortfall(
-            session, account.id, shortfall, ref_type="fill", ref_id=str(fill_id), events=events
-        )
-    if account.wallet_balance != before:
-        events.insert(
-            0,
-            (
-                EventType.BALANCE_UPDATE,
-                account.id,
-                views.balance_view(account, account.wallet_balance - before, "fill"),
-            ),
-        )
-    return events
+        writes.ledger(account.id, balance, entries, str(fill_id))
+    return balance, shortfall
 
 
 def absorb_shortfall(
