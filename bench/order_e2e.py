@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -123,7 +123,7 @@ def _admin(url: str, path: str, body: Any) -> Any:
 
 
 @contextmanager
-def worker_fleet(env: dict[str, str], processes: int, threads: int, log: str) -> Iterator[None]:
+def worker_fleet(env: dict[str, str], processes: int, threads: int, log: str) -> Iterator[int]:
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [
@@ -143,7 +143,7 @@ def worker_fleet(env: dict[str, str], processes: int, threads: int, log: str) ->
             start_new_session=True,
         )
     try:
-        yield
+        yield proc.pid
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -279,6 +279,49 @@ def run_raw(rate: float, seconds: float) -> list[float]:
         client.delete(key, out)
 
 
+def cpu_times(db_name: str, fleet_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by each part of the system, read from /proc: the worker fleet
+    (the ``pms worker`` process and its descendants), the Postgres backends of the bench
+    database, the simulator, Redis and this process with its children (the price writer)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        procs[int(entry)] = (int(fields[1]), cmd, (int(fields[11]) + int(fields[12])) / tick)
+
+    def descends_from(pid: int, root: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = procs[pid][0] if pid in procs else 0
+        return False
+
+    out: dict[str, float] = {}
+    for pid, (_, cmd, used) in procs.items():
+        if descends_from(pid, fleet_pid):
+            group = "workers"
+        elif "pms.sim.cli" in cmd:
+            group = "simulator"
+        elif descends_from(pid, os.getpid()):
+            group = "bench"
+        elif cmd.startswith("postgres:") and db_name in cmd:
+            group = "postgres"
+        elif cmd.startswith("redis-server"):
+            group = "redis"
+        else:
+            continue
+        out[group] = out.get(group, 0.0) + used
+    return out
+
+
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -347,8 +390,9 @@ def main() -> int:
         writer = ctx.Process(target=_price_writer, args=(prefix, stop_prices))
         writer.start()
         try:
-            with worker_fleet(env, args.processes, args.threads, args.log):
-                result = measure(args, prefix, namespace)
+            with worker_fleet(env, args.processes, args.threads, args.log) as fleet_pid:
+                cpu = lambda: cpu_times(f"pms_bench_{run_id}", fleet_pid)  # noqa: E731
+                result = measure(args, prefix, namespace, cpu)
         finally:
             stop_prices.set()
             writer.join(5)
@@ -359,7 +403,9 @@ def main() -> int:
     return result
 
 
-def measure(args: argparse.Namespace, prefix: str, namespace: str) -> int:
+def measure(
+    args: argparse.Namespace, prefix: str, namespace: str, cpu: Callable[[], dict[str, float]]
+) -> int:
     producer = Producer(namespace, f"{prefix}pms:results")
     user = f"bench-{uuid.uuid4().hex[:6]}"
 
@@ -426,6 +472,7 @@ def measure(args: argparse.Namespace, prefix: str, namespace: str) -> int:
     # The measured run.
     n = int(args.rate * args.seconds)
     order_ids_from = len(producer.sent)
+    cpu_before = cpu()
     elapsed = paced(args.rate, n, order)
     order_ids = list(producer.sent)[order_ids_from:]
     # Wait for the backlog (if the fleet fell behind) until results stop coming for 10 s.
@@ -445,6 +492,7 @@ def measure(args: argparse.Namespace, prefix: str, namespace: str) -> int:
         if found:
             pending.difference_update(found)
             idle_since = time.monotonic()
+    cpu_after = cpu()
     seen = producer.finish()
 
     by_id = {rid: (ok, code, t) for rid, ok, code, t in seen}
@@ -482,6 +530,18 @@ def measure(args: argparse.Namespace, prefix: str, namespace: str) -> int:
         f" ({completed / span:.1f}/s from first enqueue to last result);"
         f" errors {errors}{' ' + str(codes) if codes else ''}; missing {missing}"
     )
+    used = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
+    total = sum(used.values())
+    if completed and total:
+        parts = ", ".join(
+            f"{k} {1000 * v / completed:.2f}"
+            for k, v in sorted(used.items(), key=lambda kv: -kv[1])
+        )
+        print(
+            f"CPU per order (ms, the run and its backlog, fills booked included): {parts};"
+            f" total {1000 * total / completed:.2f} → the {os.cpu_count()} cores"
+            f" saturate near {os.cpu_count() * completed / total:.0f} orders/s"
+        )
     if s and p:
         print(
             f"ratio order / ping:            p50 ×{s['p50'] / p['p50']:.1f}   p99 ×{s['p99'] / p['p99']:.1f}"
