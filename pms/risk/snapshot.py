@@ -109,13 +109,25 @@ def open_orders_margin(
       filling alone: charge ``max(buy excess margin, sell excess margin)``.
 
     ``positions`` maps symbol → signed qty; a market order in flight is priced at mark.
+
+    A symbol with no mark yet (a working order is no reason to have one) does not make the
+    margin unknown: a limit order is margined at its own price, with no open loss, which is
+    what it ties up if it fills there. A market order has no price of its own, so one on a
+    symbol without a mark raises ``ValueError``, as a held symbol without one does in
+    ``compute_snapshot``: the caller decides whether to skip or to wait.
     """
     sides: dict[str, list[Decimal]] = {}  # symbol → [buy qty, buy margin, sell qty, sell margin]
     for order in orders:
         if order.reduce_only or order.qty <= ZERO:
             continue
-        mark = marks[order.symbol]
-        price = mark if order.price is None else order.price
+        mark = marks.get(order.symbol)
+        price = order.price
+        if price is None:
+            if mark is None:
+                raise ValueError(f"no mark price for a working market order on {order.symbol}")
+            price = mark
+        elif mark is None:
+            mark = price
         acc = sides.setdefault(order.symbol, [ZERO, ZERO, ZERO, ZERO])
         at = 0 if order.side is Side.BUY else 2
         acc[at] += order.qty
@@ -145,9 +157,10 @@ def compute_snapshot(
 ) -> RiskSnapshot:
     """Risk of one sub-account at ``marks``; flat positions (qty 0) are left out.
 
-    Raises ``ValueError`` if a held symbol has no mark or no instrument: a snapshot built on
-    a guessed price would be worse than none, and the caller (the streamer) knows best
-    whether to skip or to wait.
+    Raises ``ValueError`` if a held symbol has no mark or no instrument, or a working market
+    order's symbol has no mark: a snapshot built on a guessed price would be worse than none,
+    and the caller (the risk pass) knows best whether to skip or to wait. A working limit
+    order on a symbol without a mark is margined at its own price (``open_orders_margin``).
     """
     # Pass 1: per-position figures and totals. Pass 2 needs the totals for the
     # "other positions" terms of each liquidation price.

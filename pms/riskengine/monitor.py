@@ -148,6 +148,7 @@ class RiskMonitor:
         self.marks: dict[str, Decimal] = {}
         self._seen: dict[int, _Seen] = {}
         self._key_frames: dict[int, str] = {}  # sub-account id -> its key as a RESP bulk string
+        self._unpriced: set[int] = set()  # accounts skipped for a missing mark (logged once)
 
     # -- books ------------------------------------------------------------------------------
 
@@ -228,6 +229,7 @@ class RiskMonitor:
         updates: list[tuple[EventType, int, dict[str, Any]]] = []
         to_enforce: list[tuple[int, str]] = []
         normal = Tier.NORMAL
+        unpriced = self._unpriced
         with self._lock:
             for sub_account_id in ids:
                 book = self.books.get(sub_account_id)
@@ -235,11 +237,22 @@ class RiskMonitor:
                     continue
                 try:
                     figures = docs.figures(book)
-                except ValueError:
-                    continue  # a held symbol without a mark yet: wait for it rather than guess
+                except ValueError as exc:
+                    # A held symbol, or a working market order's, without a mark yet: wait
+                    # for it rather than guess; said once, not on every tick until it comes.
+                    if sub_account_id not in unpriced:
+                        unpriced.add(sub_account_id)
+                        log.warning(
+                            "risk pass skips account until its marks arrive",
+                            subAccountId=sub_account_id,
+                            reason=str(exc),
+                        )
+                    continue
                 except ArithmeticError:
                     log.exception("risk snapshot failed", subAccountId=sub_account_id)
                     continue  # one bad book must not stop the pass for everyone else
+                if unpriced:
+                    unpriced.discard(sub_account_id)
                 seen = self._seen[sub_account_id]
                 ratio = figures[0]
                 if seen.tier is normal and ratio < book.thresholds.warning:

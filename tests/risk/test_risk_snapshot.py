@@ -91,3 +91,18 @@ def test_snapshot_available_subtracts_open_orders() -> None:
     assert snap.order_margin == D(610)
     assert snap.initial_margin == D(6610)
     assert snap.available == D(4890)
+
+
+def test_limit_order_without_a_mark_is_margined_at_its_own_price() -> None:
+    # No ETH mark yet: the order still ties up margin, at its limit price (no open loss).
+    sell = order(ETH, Side.SELL, "2", "3100", leverage=5)  # 6200 / 5
+    assert open_orders_margin([sell], {}, {BTC: D(62000)}) == D(1240)
+
+    snap = compute_snapshot(D(10000), (POSITIONS[0],), (sell,), {BTC: D(62000)}, INSTRUMENTS)
+    assert snap.order_margin == D(1240)
+    assert snap.available == D(11000) - D(3100) - D(1240)
+
+
+def test_market_order_without_a_mark_cannot_be_priced() -> None:
+    with pytest.raises(ValueError, match="ETH"):
+        open_orders_margin([order(ETH, Side.BUY, "1", None)], {}, {BTC: D(62000)})

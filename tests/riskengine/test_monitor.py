@@ -8,13 +8,14 @@ from decimal import Decimal
 import orjson
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from pms.clock import TestClock
 from pms.config import Settings
-from pms.domain.enums import AccountStatus, LiquidationMode, Tier
+from pms.domain.enums import AccountStatus, LiquidationMode, Side, Tier
 from pms.domain.instrument import Instrument, LeverageBracket
 from pms.messaging.events import EventPublisher
-from pms.risk.snapshot import RiskPosition, compute_snapshot
+from pms.risk.snapshot import OpenOrder, RiskPosition, compute_snapshot
 from pms.risk.tiers import DEFAULT_THRESHOLDS
 from pms.riskengine.books import AccountBook
 from pms.riskengine.monitor import REENFORCE_MS, WRITE_SLICE, RiskMonitor, snapshot_payload
@@ -198,3 +199,50 @@ def test_a_write_cut_mid_pass_is_retried_through_the_client(
 
     snap = orjson.loads(redis_client.get(f"{m._prefix}pms:risk:7"))
     assert snap["positions"][0]["mark"] == "60700"
+
+
+ETH = "ETH/USDT:USDT"
+
+
+def _holder(sub_account_id: int, orders: list[OpenOrder]) -> AccountBook:
+    return AccountBook(
+        sub_account_id,
+        D(1000),
+        AccountStatus.ACTIVE,
+        Tier.NORMAL,
+        LiquidationMode.CLOSE,
+        DEFAULT_THRESHOLDS,
+        {BTC: RiskPosition(BTC, D("0.5"), D(60_000), 50)},
+        orders,
+    )
+
+
+def test_an_order_on_a_symbol_without_a_mark_does_not_stop_the_pass(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Arrange: account 8 works a limit order on ETH, account 9 a market order on ETH; ETH has
+    # no mark anywhere (not in the monitor, not in Redis).
+    m = monitor(settings, redis_client, TestClock(), [])
+    limit = OpenOrder(ETH, Side.BUY, D(2), D(3000), 10)
+    m.install(
+        [
+            *m.books.values(),
+            _holder(8, [limit]),
+            _holder(9, [OpenOrder(ETH, Side.BUY, D(1), None, 10)]),
+        ]
+    )
+
+    # Act
+    with capture_logs() as logs:
+        evaluated = m.on_marks({BTC: D(59_000)})
+        m.on_marks({BTC: D(59_100)})
+
+    # Assert: the limit order is margined at its price; only the unpriceable account waits.
+    assert evaluated == 2
+    docs = {i: redis_client.get(f"{m._prefix}pms:risk:{i}") for i in (7, 8, 9)}
+    assert docs[9] is None
+    plain, with_order = orjson.loads(docs[7]), orjson.loads(docs[8])
+    assert D(with_order["initialMargin"]) - D(plain["initialMargin"]) == D(600)  # 2·3000/10
+    assert D(with_order["available"]) == D(plain["available"]) - D(600)
+    skipped = [e for e in logs if e["event"].startswith("risk pass skips account")]
+    assert [e["subAccountId"] for e in skipped] == [9]  # said once, not on every tick
