@@ -27,9 +27,8 @@ import random
 import statistics
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any
 
 import orjson
 import redis
@@ -37,7 +36,7 @@ import redis
 from pms.clock import SystemClock
 from pms.domain.enums import AccountStatus, LiquidationMode, Tier
 from pms.domain.instrument import Instrument, LeverageBracket
-from pms.messaging.events import EventPublisher, EventType
+from pms.messaging.events import Event, EventPublisher
 from pms.risk.snapshot import RiskPosition
 from pms.risk.tiers import DEFAULT_THRESHOLDS
 from pms.riskengine.books import AccountBook
@@ -112,9 +111,7 @@ class CountingPublisher(EventPublisher):
 
     published = 0
 
-    def publish_many(
-        self, events: Iterable[tuple[EventType | str, int | str | None, Mapping[str, Any]]]
-    ) -> list[str]:
+    def publish_many(self, events: Iterable[Event]) -> list[str]:
         batch = list(events)
         self.published += len(batch)
         return super().publish_many(batch)

@@ -226,7 +226,7 @@ class RiskMonitor:
         now = self._clock.ms()
         docs = DocumentPass(self.marks, self._instruments(), now)
         writes: list[tuple[int, str]] = []
-        updates: list[tuple[EventType, int, dict[str, Any]]] = []
+        updates: list[tuple[EventType, int, orjson.Fragment]] = []
         to_enforce: list[tuple[int, str]] = []
         normal = Tier.NORMAL
         unpriced = self._unpriced
@@ -268,7 +268,11 @@ class RiskMonitor:
                     to_enforce.append((sub_account_id, f"still {tier.value}"))
                     seen.enforced_at = now
                 if tier is not seen.tier or _moved(ratio, seen.ratio):
-                    updates.append((EventType.RISK_UPDATE, sub_account_id, orjson.loads(document)))
+                    # The document as it was rendered, not parsed back into a dict to be
+                    # written again: the event's data is the stored document, byte for byte.
+                    updates.append(
+                        (EventType.RISK_UPDATE, sub_account_id, orjson.Fragment(document))
+                    )
                     seen.ratio = ratio
                 seen.tier = tier
         # Enforcement first: it is the latency that matters (a liquidation waits on it);

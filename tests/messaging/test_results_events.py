@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import orjson
 import pytest
@@ -157,3 +159,117 @@ def test_publish_many_is_thread_safe_and_ordered_per_batch(
     assert len(events) == 80
     for n in range(4):
         assert [e["data"]["k"] for e in events if e["subAccountId"] == f"sa-{n}"] == list(range(20))
+
+
+def _published(
+    client: redis.Redis, pub: EventPublisher, send: Callable[[EventPublisher], list[str]]
+) -> tuple[list[tuple[bytes, bytes]], list[dict[bytes, bytes]], list[str]]:
+    """What ``send`` put on the wire: (channel, message) pairs, stream entries, stream ids."""
+    sub = client.pubsub(ignore_subscribe_messages=True)
+    sub.psubscribe(f"{pub.channel(EventType.ORDER_UPDATE)[: -len('order_update')]}*")
+    sub.get_message(timeout=1)
+    ids = send(pub)
+    messages = []
+    while (message := sub.get_message(timeout=0.5)) is not None:
+        messages.append((message["channel"], message["data"]))
+    sub.close()
+    entries = client.xrange(pub.stream, min=ids[0], max=ids[-1]) if ids else []
+    assert [e[0].decode() for e in entries] == ids
+    return messages, [e[1] for e in entries], ids
+
+
+@pytest.mark.parametrize("approximate", [True, False])
+def test_a_framed_burst_is_what_the_pipeline_writes(
+    msg_settings: Settings, rclient: redis.Redis, approximate: bool
+) -> None:
+    # Arrange: two publishers on one clock; a prefix that is not ASCII (bytes ≠ chars).
+    clock = TestClock()
+    batch: list[tuple[EventType | str, int | str | None, Any]] = [
+        (EventType.RISK_UPDATE, 7, {"marginRatio": "0.5", "ü": Decimal("1.10")}),
+        ("order_update", "sa-2", {"orderId": 3}),
+        (EventType.RISK_UPDATE, None, orjson.Fragment(b'{"subAccountId":8,"tier":"NORMAL"}')),
+    ]
+    prefix = f"{msg_settings.redis_prefix}ü:"
+
+    def via_pipeline(pub: EventPublisher) -> list[str]:
+        pipe = rclient.pipeline(transaction=True)
+        count = pub.add_to(pipe, batch)
+        return EventPublisher._stream_ids(pipe.execute()[: 2 * count])
+
+    # Act: the same burst framed by hand, and through redis-py's pipeline
+    framed = _published(
+        rclient,
+        EventPublisher(rclient, clock, prefix=prefix, maxlen=1000, approximate=approximate),
+        lambda pub: pub.publish_many(batch),
+    )
+    piped = _published(
+        rclient,
+        EventPublisher(rclient, clock, prefix=prefix, maxlen=1000, approximate=approximate),
+        via_pipeline,
+    )
+
+    # Assert: same channels, messages and stream entries; the fragment embedded as is.
+    assert framed[:2] == piped[:2]
+    channels = [c.decode() for c, _ in framed[0]]
+    kinds = ("risk_update", "order_update", "risk_update")
+    assert channels == [f"{prefix}pms:events:{kind}" for kind in kinds]
+    assert framed[1] == [{b"event": message} for _, message in framed[0]]
+    assert framed[0][2][1] == (
+        b'{"v":1,"type":"risk_update","ts":%d,"subAccountId":null,'
+        b'"data":{"subAccountId":8,"tier":"NORMAL"}}' % clock.ms()
+    )
+    assert orjson.loads(framed[0][0][1])["data"] == {"marginRatio": "0.5", "ü": "1.10"}
+
+
+def test_a_burst_on_a_dropped_connection_is_published_through_the_client(
+    msg_settings: Settings,
+) -> None:
+    own = redis.Redis.from_url(msg_settings.redis_url)  # a pool of its own, to drop its connection
+    try:
+        pub = EventPublisher(own, TestClock(), prefix=msg_settings.redis_prefix)
+        pub.publish(EventType.BALANCE_UPDATE, 1, {"i": 0})
+        killer = redis.Redis.from_url(msg_settings.redis_url)
+        killer.client_kill_filter(_id=own.client_id())  # what a Redis restart does to the pool
+        killer.close()
+
+        ids = pub.publish_many([(EventType.BALANCE_UPDATE, 1, {"i": i}) for i in (1, 2)])
+
+        assert [env["data"]["i"] for _, env in pub.read("0")] == [0, 1, 2]
+        assert [eid for eid, _ in pub.read("0")][1:] == ids
+    finally:
+        own.close()
+
+
+def test_a_failed_burst_raises_and_leaves_the_connection_usable(
+    msg_settings: Settings, rclient: redis.Redis
+) -> None:
+    pub = EventPublisher(rclient, TestClock(), prefix=msg_settings.redis_prefix)
+    rclient.set(pub.stream, "not a stream")
+
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        pub.publish_many([(EventType.ALGO_UPDATE, 1, {"k": k}) for k in range(3)])
+
+    rclient.delete(pub.stream)
+    assert len(pub.publish_many([(EventType.ALGO_UPDATE, 1, {"k": 1})])) == 1
+    assert [env["data"] for _, env in pub.read("0")] == [{"k": 1}]
+
+
+@pytest.mark.parametrize("approximate", [True, False])
+def test_the_framed_multi_is_byte_for_byte_redis_pys(
+    msg_settings: Settings, rclient: redis.Redis, approximate: bool
+) -> None:
+    pub = EventPublisher(
+        rclient, TestClock(), prefix=f"{msg_settings.redis_prefix}ü:", approximate=approximate
+    )
+    batch = [(EventType.RISK_UPDATE, 7, {"k": "ü"}), (EventType.ORDER_UPDATE, 8, {"k": 2})]
+    payloads = pub._payloads(batch)
+    pipe = rclient.pipeline(transaction=True)
+    pub._queue(pipe, payloads)
+    conn = rclient.connection_pool.get_connection()
+    try:
+        commands = [("MULTI",), *(args for args, _options in pipe.command_stack), ("EXEC",)]
+        expected = b"".join(conn.pack_commands(commands))
+    finally:
+        rclient.connection_pool.release(conn)
+
+    assert pub._packed(payloads) == expected

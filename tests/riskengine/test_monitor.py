@@ -159,10 +159,13 @@ def test_every_snapshot_of_a_pass_is_stored_as_rendered(
         assert raw == orjson.dumps(expected)
     # Ratios that moved off zero by 0.01 or more were published: with the stored document.
     by_id = {b.sub_account_id: raw for b, raw in zip(books, stored, strict=True)}
-    events = [orjson.loads(f[b"event"]) for _, f in redis_client.xrange(f"{prefix}pms:events")]
-    assert events
-    for event in events:
+    raws = [f[b"event"] for _, f in redis_client.xrange(f"{prefix}pms:events")]
+    assert raws
+    for raw in raws:
+        event = orjson.loads(raw)
         assert event["data"] == orjson.loads(by_id[event["subAccountId"]])
+        expected = orjson.dumps({**event, "data": orjson.loads(by_id[event["subAccountId"]])})
+        assert raw == expected  # the envelope orjson writes around the stored document
 
 
 def test_a_connection_dropped_between_passes_does_not_lose_the_next(settings: Settings) -> None:
