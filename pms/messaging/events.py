@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 EVENTS_STREAM = "pms:events"
 EVENTS_CHANNEL = "pms:events:"
 DEFAULT_STREAM_MAXLEN = 100_000
+SEND_PIECE = 64 * 1024  # bytes per write of a framed burst (under malloc's mmap threshold)
 
 
 class EventType(enum.StrEnum):
@@ -152,16 +153,29 @@ class EventPublisher:
             frames = self._heads[kind] = (_head(publish), _head([*xadd, b"event"]))
         return frames
 
-    def _packed(self, payloads: list[tuple[str, bytes]]) -> bytes:
-        """``MULTI``, every PUBLISH + XADD, ``EXEC``: the bytes redis-py would send."""
+    def _packed(self, payloads: list[tuple[str, bytes]]) -> list[bytes]:
+        """``MULTI``, every PUBLISH + XADD, ``EXEC``: the bytes redis-py would send, in
+        pieces of about ``SEND_PIECE`` bytes.
+
+        Each payload is copied once per command, into its piece: a burst of 600
+        ``risk_update``s is ~1.6 MB, and one buffer that size is a fresh mmap every time
+        (each page a fault), where pieces under malloc's mmap threshold reuse the heap.
+        """
+        pieces = []
         parts = [b"*1\r\n$5\r\nMULTI\r\n"]
+        size = 0
         for kind, payload in payloads:
             publish, xadd = self._frames(kind)
-            arg = b"$%d\r\n%b\r\n" % (len(payload), payload)
-            parts.append(publish + arg)
-            parts.append(xadd + arg)
+            length = b"$%d\r\n" % len(payload)
+            parts += (publish, length, payload, b"\r\n", xadd, length, payload, b"\r\n")
+            size += 2 * len(payload)
+            if size >= SEND_PIECE:
+                pieces.append(b"".join(parts))
+                parts.clear()
+                size = 0
         parts.append(b"*1\r\n$4\r\nEXEC\r\n")
-        return b"".join(parts)
+        pieces.append(b"".join(parts))
+        return pieces
 
     def _send_framed(self, payloads: list[tuple[str, bytes]]) -> list[Any]:
         """The MULTI in one write on one connection; the EXEC's replies."""
@@ -169,7 +183,7 @@ class EventPublisher:
         pool = self._client.connection_pool
         conn = pool.get_connection()
         try:
-            conn.send_packed_command([packed])  # type: ignore[no-untyped-call]
+            conn.send_packed_command(packed)  # type: ignore[no-untyped-call]
             for _ in range(2 * len(payloads) + 1):
                 conn.read_response()  # "OK" then "QUEUED"s, or raises the server's error
             replies: Any = conn.read_response()

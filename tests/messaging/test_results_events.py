@@ -254,14 +254,15 @@ def test_a_failed_burst_raises_and_leaves_the_connection_usable(
     assert [env["data"] for _, env in pub.read("0")] == [{"k": 1}]
 
 
-@pytest.mark.parametrize("approximate", [True, False])
+@pytest.mark.parametrize(("approximate", "bursts"), [(True, 1), (False, 1), (True, 40)])
 def test_the_framed_multi_is_byte_for_byte_redis_pys(
-    msg_settings: Settings, rclient: redis.Redis, approximate: bool
+    msg_settings: Settings, rclient: redis.Redis, approximate: bool, bursts: int
 ) -> None:
     pub = EventPublisher(
         rclient, TestClock(), prefix=f"{msg_settings.redis_prefix}ü:", approximate=approximate
     )
-    batch = [(EventType.RISK_UPDATE, 7, {"k": "ü"}), (EventType.ORDER_UPDATE, 8, {"k": 2})]
+    pair = [(EventType.RISK_UPDATE, 7, {"k": "ü" * 1000}), (EventType.ORDER_UPDATE, 8, {"k": 2})]
+    batch = pair * bursts  # 40 pairs: ~160 kB, sent in several pieces
     payloads = pub._payloads(batch)
     pipe = rclient.pipeline(transaction=True)
     pub._queue(pipe, payloads)
@@ -272,4 +273,6 @@ def test_the_framed_multi_is_byte_for_byte_redis_pys(
     finally:
         rclient.connection_pool.release(conn)
 
-    assert pub._packed(payloads) == expected
+    pieces = pub._packed(payloads)
+    assert b"".join(pieces) == expected
+    assert len(pieces) == (1 if bursts == 1 else 3)
