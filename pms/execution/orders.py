@@ -244,7 +244,9 @@ class OrderService:
                 return existing, True
             authorize(account, c.userId, c.is_admin)
             positions = rows.positions
-            symbols = {c.symbol} | set(positions)
+            # Every symbol the risk checks price: the order's, the held ones, and those of
+            # working orders (their margin is reserved at the mark).
+            symbols = {c.symbol} | set(positions) | {o.symbol for o in rows.open_orders}
             marks, quotes = {}, {}
             for symbol in symbols:
                 view = self._prices.get(symbol)

@@ -12,7 +12,7 @@ from pms.commands import schemas as cmd
 from pms.db.models import Fill, LedgerEntry, Order, Position
 from pms.db.session import unit_of_work
 from pms.sim.runner import SimServer
-from tests.trading.conftest import BTC
+from tests.trading.conftest import BTC, ETH
 
 D = Decimal
 
@@ -254,3 +254,29 @@ def test_an_unrealized_loss_cannot_be_withdrawn(app: App, trader, sim: SimServer
     )
     assert allowed["ok"], allowed
     sim.admin("/sim/price", {"symbol": "BTCUSDT", "price": "60000"})
+
+
+def test_a_working_order_on_another_symbol_does_not_block_new_orders(app: App, trader) -> None:
+    """The risk context margins every open order at its symbol's mark, so the marks of
+    symbols with only a working order (no position) are fetched too."""
+    t = trader("5000")
+    a = actors(app)
+    resting = t.send(
+        "place_limit_order",
+        a["place_limit_order"],
+        subAccountId=t.sub_account_id,
+        symbol=ETH,
+        side="BUY",
+        qty="0.1",
+        price="2900",
+    )
+    assert resting["ok"] and resting["data"]["status"] == "NEW", resting
+    bought = t.send(
+        "place_market_order",
+        a["place_market_order"],
+        subAccountId=t.sub_account_id,
+        symbol=BTC,
+        side="BUY",
+        qty="0.002",
+    )
+    assert bought["ok"], bought
