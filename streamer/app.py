@@ -38,7 +38,7 @@ from pms.messaging import wire
 from pms.riskengine.feed import RiskFeed
 from pms.riskengine.monitor import RiskMonitor
 from pms.riskengine.trigger import EnforceSender
-from pms.streaming.cache import CacheWriter, FlushHook
+from pms.streaming.cache import CacheWriter, FlushHook, stop_if_cancelled
 from pms.streaming.fills import FillSink
 from pms.streaming.market import KINDS, MarketCache, MarketStream
 from pms.streaming.reconnect import ReconnectPolicy, run_stream
@@ -254,6 +254,7 @@ class Streamer:
                 await board.tick()
             except (aioredis.RedisError, OSError) as exc:
                 log.warning("stream status not written", error=str(exc))
+            stop_if_cancelled()
 
 
 async def _cancel(tasks: Iterable[asyncio.Task[Any]], timeout: float = 10.0) -> None:

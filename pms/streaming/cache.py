@@ -32,6 +32,19 @@ log = structlog.get_logger(__name__)
 DELETE = None  # a dirty key whose value is None is deleted
 
 
+def stop_if_cancelled() -> None:
+    """Raise ``CancelledError`` in a task that was cancelled but never saw it.
+
+    A cancel that lands while a Redis call completes can be swallowed inside the client on
+    Python 3.11 (the task stays "cancelling" and the loop goes back to waiting: observed in
+    ``bench/streamer_ingest.py``, whose shutdown then hung on the cache writer). Loops that
+    run until cancelled call this after each such await.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Renderable(Protocol):
     def render(self) -> bytes:
         """The value to store, built at write time (so N updates serialise once)."""
@@ -72,7 +85,9 @@ class CacheWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not await self.flush():
+            written = await self.flush()
+            stop_if_cancelled()
+            if not written:
                 await asyncio.sleep(self._retry_s)
 
     async def flush(self) -> bool:
