@@ -248,9 +248,10 @@ class RiskMonitor:
                             reason=str(exc),
                         )
                     continue
-                except ArithmeticError:
+                except Exception:
+                    # One bad book must not blind the monitor to every other account.
                     log.exception("risk snapshot failed", subAccountId=sub_account_id)
-                    continue  # one bad book must not stop the pass for everyone else
+                    continue
                 if unpriced:
                     unpriced.discard(sub_account_id)
                 seen = self._seen[sub_account_id]

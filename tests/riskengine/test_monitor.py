@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import orjson
 import pytest
@@ -18,6 +19,7 @@ from pms.messaging.events import EventPublisher
 from pms.risk.snapshot import OpenOrder, RiskPosition, compute_snapshot
 from pms.risk.tiers import DEFAULT_THRESHOLDS
 from pms.riskengine.books import AccountBook
+from pms.riskengine.document import DocumentPass
 from pms.riskengine.monitor import REENFORCE_MS, WRITE_SLICE, RiskMonitor, snapshot_payload
 
 D = Decimal
@@ -249,3 +251,30 @@ def test_an_order_on_a_symbol_without_a_mark_does_not_stop_the_pass(
     assert D(with_order["available"]) == D(plain["available"]) - D(600)
     skipped = [e for e in logs if e["event"].startswith("risk pass skips account")]
     assert [e["subAccountId"] for e in skipped] == [9]  # said once, not on every tick
+
+
+def test_an_unexpected_error_in_one_account_does_not_blind_the_pass(
+    settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrange: account 8's evaluation fails with an error nobody planned for.
+    m = monitor(settings, redis_client, TestClock(), [])
+    m.install([*m.books.values(), _holder(8, []), _holder(9, [])])
+    real = DocumentPass.figures
+
+    def figures(self: DocumentPass, book: AccountBook) -> Any:
+        if book.sub_account_id == 8:
+            raise KeyError("a bug in one book")
+        return real(self, book)
+
+    monkeypatch.setattr(DocumentPass, "figures", figures)
+
+    # Act
+    with capture_logs() as logs:
+        evaluated = m.on_marks({BTC: D(59_000)})
+
+    # Assert: the others are evaluated and stored; the failure is logged with its account.
+    assert evaluated == 2
+    assert redis_client.get(f"{m._prefix}pms:risk:8") is None
+    assert all(redis_client.get(f"{m._prefix}pms:risk:{i}") for i in (7, 9))
+    failed = [e for e in logs if e["event"] == "risk snapshot failed"]
+    assert [e["subAccountId"] for e in failed] == [8]
