@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
 import sys
@@ -26,9 +28,21 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the bench dies, however it dies (a bench killed with
+    SIGKILL or ``os._exit`` otherwise leaves its simulator running, firehose and all)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @contextmanager
 def process(args: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+    )
     try:
         wait_port(port)
         yield proc
