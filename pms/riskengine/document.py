@@ -5,19 +5,19 @@ The reference is ``monitor.snapshot_payload(compute_snapshot(...))`` serialised 
 at a fraction of the cost, for 2,000 documents per mark tick (SPEC §10). How:
 
 * what does not move with the marks is prepared once per book (:class:`PreparedBook`): each
-  position's JSON head (symbol, qty, entry), its leverage tail, ``qty·entry`` for the
-  liquidation price, the account's head (id, wallet) and status; a book that is replaced or
+  position's JSON head (symbol, qty, entry), its leverage tail, the account's head (id,
+  wallet) and status; a book that is replaced or
   edited is prepared again (``prepare`` checks the wallet and status it was built from by
   identity, and its positions as a tuple: identical objects, or equal ones);
 * what moves with a mark but is shared by every holder of the symbol is looked up once per
   pass (:class:`DocumentPass`): the mark, its JSON text, the bracket table;
 * the rest is the same Decimal arithmetic, in the same order, as ``compute_snapshot``
-  (inlined, no intermediate objects), and its text is joined into the document directly.
+  (its per-position figures inlined, no intermediate objects; the liquidation price from
+  ``pms.risk.margin.liquidation_price`` itself), and its text is joined into the document
+  directly.
 
 Every number is ``str(Decimal)``, exactly what the reference writes; nothing is a float.
-Like ``compute_snapshot``, the arithmetic runs in the caller's decimal context; the one
-product prepared ahead (``qty·entry``) is exact for any real position, whichever thread's
-(default) context made it.
+Like ``compute_snapshot``, the arithmetic runs in the caller's decimal context.
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ import orjson
 from pms.domain.enums import Tier
 from pms.domain.instrument import Instrument
 from pms.domain.numbers import ZERO
-from pms.risk.margin import RATIO_BEYOND_LIQUIDATION, BracketRow, bracket_table, margin_ratio
+from pms.risk.margin import (
+    RATIO_BEYOND_LIQUIDATION,
+    BracketTable,
+    bracket_table,
+    liquidation_price,
+    margin_ratio,
+)
 from pms.risk.snapshot import open_orders_margin
 
 if TYPE_CHECKING:
@@ -40,10 +46,9 @@ if TYPE_CHECKING:
 
 RATIO_PLACES = Decimal("0.000001")
 
-# One non-flat position, prepared: (qty, entry, leverage as a Decimal, the liquidation
-# price's Q·EP term, long?, JSON head up to the mark's opening quote, JSON tail from the
-# leverage to the liqPrice key, symbol).
-_Row = tuple[Decimal, Decimal, Decimal, Decimal, bool, str, str, str]
+# One non-flat position, prepared: (qty, entry, leverage as a Decimal, JSON head up to the
+# mark's opening quote, JSON tail from the leverage to the liqPrice key, symbol).
+_Row = tuple[Decimal, Decimal, Decimal, str, str, str]
 
 # JSON text of symbols and statuses: a handful of values, each written by orjson once.
 _TEXTS: dict[str, str] = {}
@@ -84,17 +89,14 @@ class PreparedBook:
             qty = pos.qty
             if not qty:
                 continue  # flat: not in the document, needs no mark
-            long = qty > ZERO
             head = (
                 f'{{"symbol":{_text(pos.symbol)},"qty":"{qty!s}","entry":"{pos.entry!s}","mark":"'
             )
             tail = f'","leverage":{_int_text(pos.leverage)},"liqPrice":'
-            # Q·EP of the liquidation price, computed as liquidation_price does; the
-            # leverage as a Decimal divides exactly as the int does, without the conversion.
-            qe = qty * pos.entry if long else -qty * pos.entry
-            rows.append((qty, pos.entry, Decimal(pos.leverage), qe, long, head, tail, pos.symbol))
+            # The leverage as a Decimal divides exactly as the int does, without the conversion.
+            rows.append((qty, pos.entry, Decimal(pos.leverage), head, tail, pos.symbol))
         self.rows = tuple(rows)
-        self.held = {row[7]: row[0] for row in rows}
+        self.held = {row[5]: row[0] for row in rows}
 
     def fits(self, book: AccountBook) -> bool:
         return (
@@ -112,9 +114,9 @@ def prepare(book: AccountBook) -> PreparedBook:
     return prepared
 
 
-# What a pass knows of one symbol: mark, the mark's text up to the upnl value, bracket caps
-# and rows.
-_Symbol = tuple[Decimal, str, list[Decimal], tuple[BracketRow, ...]]
+# What a pass knows of one symbol: mark, the mark's text up to the upnl value, its bracket
+# table.
+_Symbol = tuple[Decimal, str, BracketTable]
 
 # An account's figures for the pass: margin ratio, the document's text before the tier, and
 # from the tier's closing quote to the end of the positions.
@@ -139,39 +141,34 @@ class DocumentPass:
         instrument = self.instruments.get(symbol)
         if mark is None or instrument is None:
             raise ValueError(f"no mark price or instrument for held symbol {symbol}")
-        table = bracket_table(instrument)
-        found = self._symbols[symbol] = (mark, f'{mark!s}","upnl":"', table.caps, table.rows)
+        found = self._symbols[symbol] = (mark, f'{mark!s}","upnl":"', bracket_table(instrument))
         return found
 
     def figures(self, book: AccountBook) -> Figures:
         """Risk of ``book`` at this pass's marks (raises like ``compute_snapshot``)."""
-        prepared = book.prepared
-        if prepared is None or not prepared.fits(book):
-            prepared = book.prepared = PreparedBook(book)
+        prepared = prepare(book)
         symbols = self._symbols
         # Pass 1, as compute_snapshot: per-position figures and totals.
         staged = []
         total_upnl = ZERO
         total_mm = ZERO
         total_im = ZERO
-        for qty, entry, leverage, qe, long, head, tail, symbol in prepared.rows:
+        for qty, entry, leverage, head, tail, symbol in prepared.rows:
             sym = symbols.get(symbol)
             if sym is None:
                 sym = self._symbol(symbol)
-            mark, mark_text, caps, brackets = sym
+            mark, mark_text, table = sym
             value = qty * mark
             if value < ZERO:
                 value = -value
-            index = bisect_right(caps, value)
-            bracket = brackets[index]
+            index = bisect_right(table.caps, value)
+            bracket = table.rows[index]
             upnl = qty * (mark - entry)
             mm = value * bracket.mmr - bracket.cum
             total_upnl += upnl
             total_mm += mm
             total_im += value / leverage
-            staged.append(
-                (qty, qe, long, head, tail, mark_text, caps, brackets, value, upnl, mm, index)
-            )
+            staged.append((qty, entry, head, tail, mark_text, table, value, upnl, mm, index))
         orders_im = (
             open_orders_margin(book.orders, prepared.held, self.marks) if book.orders else ZERO
         )
@@ -179,33 +176,11 @@ class DocumentPass:
         wallet = book.wallet
         equity = wallet + total_upnl
         base = wallet - total_mm + total_upnl
-        # Pass 2: liquidation prices (liquidation_price, inlined) and the positions' text.
+        # Pass 2: liquidation prices and the positions' text.
         texts = []
-        for qty, qe, long, head, tail, mark_text, caps, brackets, value, upnl, mm, index in staged:
-            others = base + mm - upnl
-            rounds = len(brackets)
-            if long:
-                numerator = qe - others
-                while True:
-                    bracket = brackets[index]
-                    price = (numerator - bracket.cum) / (qty * bracket.one_minus_mmr)
-                    settled = bisect_right(caps, qty * price)
-                    rounds -= 1
-                    if settled == index or not rounds:
-                        break
-                    index = settled
-            else:
-                q = -qty
-                numerator = qe + others
-                while True:
-                    bracket = brackets[index]
-                    price = (numerator + bracket.cum) / (q * bracket.one_plus_mmr)
-                    settled = bisect_right(caps, q * price)
-                    rounds -= 1
-                    if settled == index or not rounds:
-                        break
-                    index = settled
-            if price > ZERO:
+        for qty, entry, head, tail, mark_text, table, value, upnl, mm, index in staged:
+            price = liquidation_price(qty, entry, base + mm - upnl, table, index)
+            if price is not None:
                 texts.append(f'{head}{mark_text}{upnl!s}","notional":"{value!s}{tail}"{price!s}"}}')
             else:
                 texts.append(f'{head}{mark_text}{upnl!s}","notional":"{value!s}{tail}null}}')
