@@ -22,7 +22,7 @@ import redis
 import structlog
 
 from pms.clock import Clock
-from pms.messaging import wire
+from pms.messaging import resp, wire
 
 log = structlog.get_logger(__name__)
 
@@ -58,12 +58,6 @@ def envelope(
     return {"v": 1, "type": kind.value, "ts": ts_ms, "subAccountId": sub_account_id, "data": data}
 
 
-def _head(args: list[bytes]) -> bytes:
-    """A RESP command of ``len(args) + 1`` arguments, framed up to its missing last one."""
-    bulks = b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
-    return b"*%d\r\n%b" % (len(args) + 1, bulks)
-
-
 class EventPublisher:
     def __init__(
         self,
@@ -94,7 +88,7 @@ class EventPublisher:
     def publish_many(self, events: Iterable[Event]) -> list[str]:
         """Publish several events in one MULTI (in order, one ``ts``); returns stream ids.
 
-        The MULTI is framed here and sent in one write on one connection, its replies read
+        The MULTI is framed here and sent on one connection (in pieces), its replies read
         back (one round trip): for a burst (the risk pass's first ``risk_update``s, hundreds
         of events) redis-py's pipeline costs ~2.5x as much, packing and parsing each command
         in Python. The commands are exactly those of :meth:`add_to`. A dropped connection
@@ -150,7 +144,7 @@ class EventPublisher:
             trim = [b"MAXLEN", b"~"] if self._approximate else [b"MAXLEN"]
             xadd = [b"XADD", self.stream.encode(), *trim, str(self._maxlen).encode(), b"*"]
             publish = [b"PUBLISH", self.channel(kind).encode()]
-            frames = self._heads[kind] = (_head(publish), _head([*xadd, b"event"]))
+            frames = self._heads[kind] = (resp.head(publish), resp.head([*xadd, b"event"]))
         return frames
 
     def _packed(self, payloads: list[tuple[str, bytes]]) -> list[bytes]:
@@ -178,20 +172,10 @@ class EventPublisher:
         return pieces
 
     def _send_framed(self, payloads: list[tuple[str, bytes]]) -> list[Any]:
-        """The MULTI in one write on one connection; the EXEC's replies."""
-        packed = self._packed(payloads)
-        pool = self._client.connection_pool
-        conn = pool.get_connection()
-        try:
-            conn.send_packed_command(packed)  # type: ignore[no-untyped-call]
-            for _ in range(2 * len(payloads) + 1):
-                conn.read_response()  # "OK" then "QUEUED"s, or raises the server's error
-            replies: Any = conn.read_response()
-        except BaseException:
-            conn.disconnect()  # type: ignore[no-untyped-call]  # replies may be left unread
-            raise
-        finally:
-            pool.release(conn)
+        """The MULTI on one connection, one round trip; the EXEC's replies."""
+        # Replies: "OK", a "QUEUED" per command, then the EXEC's.
+        count = 2 * len(payloads) + 2
+        replies: Any = resp.round_trip(self._client, self._packed(payloads), count)[-1]
         if replies is None:
             raise redis.ResponseError("EXEC returned nil: the MULTI was discarded")
         for reply in replies:

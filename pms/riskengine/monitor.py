@@ -29,6 +29,7 @@ from pms.db.session import unit_of_work
 from pms.domain.enums import Tier
 from pms.domain.instrument import Instrument
 from pms.marketdata.prices import price_key
+from pms.messaging import resp
 from pms.messaging.events import EventPublisher, EventType
 from pms.risk.margin import RATIO_BEYOND_LIQUIDATION
 from pms.risk.snapshot import RiskSnapshot
@@ -100,12 +101,6 @@ def snapshot_payload(
         "positions": positions,
         "ts": ts,
     }
-
-
-def _bulk(text: str) -> str:
-    """``text`` as a RESP bulk string (its length in UTF-8 bytes)."""
-    size = len(text) if text.isascii() else len(text.encode())
-    return f"${size}\r\n{text}\r\n"
 
 
 def _moved(ratio: Decimal, before: Decimal) -> bool:
@@ -311,30 +306,20 @@ class RiskMonitor:
             pipe.execute()
 
     def _send_framed(self, writes: list[tuple[int, str]]) -> None:
+        slices = range(0, len(writes), WRITE_SLICE)
+        resp.round_trip(
+            self._client, (self._mset(writes[i : i + WRITE_SLICE]) for i in slices), len(slices)
+        )
+
+    def _mset(self, chunk: list[tuple[int, str]]) -> bytes:
         key_frames = self._key_frames
-        pool = self._client.connection_pool
-        conn = pool.get_connection()
-        try:
-            sent = 0
-            for start in range(0, len(writes), WRITE_SLICE):
-                chunk = writes[start : start + WRITE_SLICE]
-                frames = [f"*{2 * len(chunk) + 1}\r\n$4\r\nMSET\r\n"]
-                for sub_account_id, document in chunk:
-                    key = key_frames.get(sub_account_id)
-                    if key is None:
-                        key = key_frames[sub_account_id] = _bulk(self._key(sub_account_id))
-                    frames.append(f"{key}{_bulk(document)}")
-                conn.send_packed_command(  # type: ignore[no-untyped-call]
-                    ["".join(frames).encode()], check_health=not sent
-                )
-                sent += 1
-            for _ in range(sent):
-                conn.read_response()  # "OK", or raises the server's error
-        except BaseException:
-            conn.disconnect()  # type: ignore[no-untyped-call]  # replies may be left unread
-            raise
-        finally:
-            pool.release(conn)
+        frames = [f"*{2 * len(chunk) + 1}\r\n$4\r\nMSET\r\n"]
+        for sub_account_id, document in chunk:
+            key = key_frames.get(sub_account_id)
+            if key is None:
+                key = key_frames[sub_account_id] = resp.bulk(self._key(sub_account_id))
+            frames.append(f"{key}{resp.bulk(document)}")
+        return "".join(frames).encode()
 
     def revisit(self) -> int:
         """Re-evaluate accounts in an ADL or liquidation tier even if no mark moved: their
