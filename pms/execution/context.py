@@ -45,20 +45,37 @@ def rules_view(rules: RiskRules) -> RulesView:
 
 
 def open_positions(session: Session, sub_account_id: int) -> dict[str, RiskPosition]:
+    return open_positions_of(session, [sub_account_id]).get(sub_account_id, {})
+
+
+def open_positions_of(session: Session, ids: list[int]) -> dict[int, dict[str, RiskPosition]]:
+    """The open positions of these sub-accounts (one query), by sub-account and symbol."""
     rows = session.execute(
-        select(Position.symbol, Position.qty, Position.entry_price, Position.leverage).where(
-            Position.sub_account_id == sub_account_id, Position.closed_at.is_(None)
-        )
+        select(
+            Position.sub_account_id,
+            Position.symbol,
+            Position.qty,
+            Position.entry_price,
+            Position.leverage,
+        ).where(Position.sub_account_id.in_(ids), Position.closed_at.is_(None))
     )
-    return {
-        sym: RiskPosition(symbol=sym, qty=qty, entry=entry, leverage=lev)
-        for sym, qty, entry, lev in rows
-    }
+    out: dict[int, dict[str, RiskPosition]] = {}
+    for sub_account_id, sym, qty, entry, lev in rows:
+        out.setdefault(sub_account_id, {})[sym] = RiskPosition(
+            symbol=sym, qty=qty, entry=entry, leverage=lev
+        )
+    return out
 
 
 def open_orders(session: Session, sub_account_id: int) -> list[OpenOrder]:
+    return open_orders_of(session, [sub_account_id]).get(sub_account_id, [])
+
+
+def open_orders_of(session: Session, ids: list[int]) -> dict[int, list[OpenOrder]]:
+    """The working orders of these sub-accounts (one query, by order id), by sub-account."""
     rows = session.execute(
         select(
+            Order.sub_account_id,
             Order.symbol,
             Order.side,
             Order.qty,
@@ -66,15 +83,24 @@ def open_orders(session: Session, sub_account_id: int) -> list[OpenOrder]:
             Order.price,
             Order.leverage,
             Order.reduce_only,
-        ).where(Order.sub_account_id == sub_account_id, Order.status.in_(OPEN_STATUSES))
-    )
-    return [
-        OpenOrder(
-            symbol=sym, side=Side(side), qty=qty - filled, price=price, leverage=lev, reduce_only=ro
         )
-        for sym, side, qty, filled, price, lev, ro in rows
-        if qty > filled
-    ]
+        .where(Order.sub_account_id.in_(ids), Order.status.in_(OPEN_STATUSES))
+        .order_by(Order.id)
+    )
+    out: dict[int, list[OpenOrder]] = {}
+    for sub_account_id, sym, side, qty, filled, price, lev, ro in rows:
+        if qty > filled:
+            out.setdefault(sub_account_id, []).append(
+                OpenOrder(
+                    symbol=sym,
+                    side=Side(side),
+                    qty=qty - filled,
+                    price=price,
+                    leverage=lev,
+                    reduce_only=ro,
+                )
+            )
+    return out
 
 
 # Everything the checks read besides the locked account row, in one round trip (run after

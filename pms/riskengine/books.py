@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from pms.db.models import Order, Position, RiskRules, SubAccount
 from pms.domain.enums import AccountStatus, LiquidationMode, Tier
-from pms.execution.context import OPEN_STATUSES, open_orders, open_positions, rules_view
+from pms.execution.context import OPEN_STATUSES, open_orders_of, open_positions_of, rules_view
 from pms.risk.snapshot import OpenOrder, RiskPosition
 from pms.risk.tiers import TierThresholds
 
@@ -41,21 +41,7 @@ class AccountBook:
 
 
 def load_book(session: Session, sub_account_id: int) -> AccountBook | None:
-    account = session.get(SubAccount, sub_account_id)
-    if account is None or account.is_house:
-        return None  # the house is never margin-called: it is the insurer
-    rules = session.get(RiskRules, sub_account_id)
-    assert rules is not None
-    return AccountBook(
-        sub_account_id=account.id,
-        wallet=account.wallet_balance,
-        status=AccountStatus(account.status),
-        tier=Tier(account.tier),
-        mode=LiquidationMode(rules.liquidation_mode),
-        thresholds=rules_view(rules).thresholds,
-        positions=open_positions(session, account.id),
-        orders=open_orders(session, account.id),
-    )
+    return load_books(session, [sub_account_id]).get(sub_account_id)
 
 
 def active_account_ids(session: Session) -> list[int]:
@@ -68,10 +54,36 @@ def active_account_ids(session: Session) -> list[int]:
     return list(session.execute(query.order_by(SubAccount.id)).scalars())
 
 
+_CHUNK = 1000  # ids per round of queries
+
+
 def load_books(session: Session, ids: Iterable[int]) -> dict[int, AccountBook]:
-    books = {}
-    for sub_account_id in ids:
-        book = load_book(session, sub_account_id)
-        if book is not None:
-            books[sub_account_id] = book
+    """The books of these sub-accounts (the house and unknown ids are left out), three
+    queries per :data:`_CHUNK` ids whatever their number: accounts with rules, open
+    positions, open orders."""
+    wanted = sorted(set(ids))
+    books: dict[int, AccountBook] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        rows = session.execute(
+            select(SubAccount, RiskRules)
+            .join(RiskRules, RiskRules.sub_account_id == SubAccount.id)
+            .where(SubAccount.id.in_(chunk), ~SubAccount.is_house)
+        )
+        for account, rules in rows:
+            books[account.id] = AccountBook(
+                sub_account_id=account.id,
+                wallet=account.wallet_balance,
+                status=AccountStatus(account.status),
+                tier=Tier(account.tier),
+                mode=LiquidationMode(rules.liquidation_mode),
+                thresholds=rules_view(rules).thresholds,
+            )
+        found = [i for i in chunk if i in books]
+        if not found:
+            continue
+        for sub_account_id, positions in open_positions_of(session, found).items():
+            books[sub_account_id].positions = positions
+        for sub_account_id, orders in open_orders_of(session, found).items():
+            books[sub_account_id].orders = orders
     return books

@@ -14,6 +14,7 @@ document itself is computed and rendered by :mod:`pms.riskengine.document`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -34,7 +35,7 @@ from pms.messaging.events import EventPublisher, EventType
 from pms.risk.margin import RATIO_BEYOND_LIQUIDATION
 from pms.risk.snapshot import RiskSnapshot
 from pms.risk.tiers import classify_tier
-from pms.riskengine.books import AccountBook, active_account_ids, load_book, load_books
+from pms.riskengine.books import AccountBook, active_account_ids, load_books
 from pms.riskengine.document import RATIO_PLACES, DocumentPass, prepare
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,8 @@ REENFORCE_MS = 1_000
 WRITE_SLICE = 100  # snapshots per MSET: ~100 kB, under malloc's mmap threshold
 _REENFORCED = frozenset(t for t in Tier if t.severity >= Tier.ADL1.severity)
 WATCHED_EVENTS = (EventType.POSITION_UPDATE, EventType.BALANCE_UPDATE, EventType.ORDER_UPDATE)
+# How long the change feed gathers events before it reloads the accounts they name.
+RELOAD_WINDOW_S = 0.02
 Enqueue = Callable[[int, str], None]
 
 
@@ -167,7 +170,8 @@ class RiskMonitor:
         """Re-read these accounts (after a fill, a deposit, an order) and re-evaluate them."""
         wanted = set(ids)
         with unit_of_work(self._sessions) as s:
-            fresh = {i: load_book(s, i) for i in wanted}
+            loaded = load_books(s, wanted)
+        fresh = {i: loaded.get(i) for i in wanted}
         with self._lock:
             for sub_account_id, book in fresh.items():
                 self._unindex(sub_account_id)
@@ -342,9 +346,14 @@ class RiskMonitor:
                 if message is None:
                     continue
                 ids = {int(orjson.loads(message["data"]).get("subAccountId") or 0)}
-                # Drain what is already queued so a burst of events costs one reload each.
-                while (more := pubsub.get_message(timeout=0)) is not None:
-                    ids.add(int(orjson.loads(more["data"]).get("subAccountId") or 0))
+                # Gather what comes within RELOAD_WINDOW_S (a booking's events, the fills of
+                # other accounts) so a burst costs one reload of each account, in one query
+                # per table.
+                deadline = time.monotonic() + RELOAD_WINDOW_S
+                while (left := deadline - time.monotonic()) > 0:
+                    more = pubsub.get_message(timeout=left)
+                    if more is not None:
+                        ids.add(int(orjson.loads(more["data"]).get("subAccountId") or 0))
                 ids.discard(0)
                 if ids:
                     self.reload(ids)
