@@ -21,6 +21,7 @@ from pms.execution.orders import OrderService
 from pms.marketdata.prices import PriceService
 from pms.messaging.events import EventPublisher
 from pms.messaging.results import ResultStore
+from pms.streaming.status import UserStreamWatch
 
 
 def make_exchange(settings: Settings) -> Exchange:
@@ -81,7 +82,15 @@ def build_app(
     prices = PriceService(client, exchange, clock, prefix=settings.redis_prefix)
     notifier = Notifier(events, client, prefix=settings.redis_prefix)
     runner = CommandRunner(sessions, results, clock)
-    orders = OrderService(sessions, exchange, instruments, prices, notifier, clock)
+    orders = OrderService(
+        sessions,
+        exchange,
+        instruments,
+        prices,
+        notifier,
+        clock,
+        stream_books=UserStreamWatch(client, settings.redis_prefix),
+    )
     accounts = AccountCommands(sessions, orders, notifier, clock, prices, instruments)
     return App(
         settings=settings,

@@ -152,7 +152,13 @@ class Streamer:
         app = self._app or build_app(settings, clock=self.clock, db_pool=4)
         client = aioredis.Redis.from_url(settings.redis_url)
         rest = ExchangeRest(*rest_credentials(settings))
-        board = self.board = StatusBoard(client, self.clock, prefix=settings.redis_prefix)
+        board = self.board = StatusBoard(
+            client,
+            self.clock,
+            prefix=settings.redis_prefix,
+            # Three ticks: a streamer that stops ticking stops counting as connected.
+            live_ttl_ms=max(100, round(3000 * cfg.status_every_s)),
+        )
         cache = self.cache = CacheWriter(client, on_flush=self._on_flush)
         feed = self.risk = self._risk_feed(app) if cfg.risk else None
         market = MarketCache(cache, settings.redis_prefix, on_mark=feed.offer if feed else None)

@@ -15,14 +15,18 @@ The shape of every placement:
 5. publish events after each commit.
 
 A command from a gateway answers after step 3 (a :class:`~pms.commands.runner.Deferred`);
-engine-initiated orders (close, liquidation, ADL) run all steps before returning. If step 4
-is lost (the worker dies, the exchange does not answer), the order stays open and the user
-stream or order-sync books its fills. A redelivered command finds its intent by requestId and
-continues from step 2 or 4.
+engine-initiated orders (close, liquidation, ADL) run all steps before returning. While a
+streamer's user stream is connected (``stream_books()``), a gateway command skips step 4: the
+stream reports the same fills (with trade ids and fees) and the streamer books them, so the
+exchange is not asked for them twice and the fill is not booked twice. If step 4 is lost (the
+worker dies, the exchange does not answer, the stream drops), the order stays open and the
+user stream or order-sync books its fills. A redelivered command finds its intent by
+requestId and continues from step 2 or 4.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -138,6 +142,7 @@ class OrderService:
         prices: PriceService,
         notifier: Notifier,
         clock: Clock,
+        stream_books: Callable[[], bool] = lambda: False,
     ) -> None:
         self._factory = factory
         self._exchange = exchange
@@ -145,6 +150,7 @@ class OrderService:
         self._prices = prices
         self._notify = notifier
         self._clock = clock
+        self.stream_books = stream_books
 
     # -- placing ----------------------------------------------------------------------------
 
@@ -183,7 +189,9 @@ class OrderService:
         def settle() -> None:
             self.record_exchange_state(order_id, acked, sub_account_id=sub_account_id)
 
-        return Deferred(ack_view(order, acked), within=record_ack, after=settle)
+        # Asked after the exchange call: the stream must be up when the order's events come.
+        after = None if self.stream_books() else settle
+        return Deferred(ack_view(order, acked), within=record_ack, after=after)
 
     def _place_or_resume(
         self,

@@ -1,9 +1,12 @@
 """User-stream events into the engine: fills to the one booking path, order states to
 Postgres, both off the event loop and in arrival order.
 
-The reader only enqueues (:meth:`FillSink.order_update`); one worker task takes events in
-order and runs each in a thread (``asyncio.to_thread``), so the WebSocket loop never waits
-on Postgres. A failed event (Postgres restarting) is retried with backoff, not dropped; at
+The reader only enqueues (:meth:`FillSink.order_update`); one worker task takes the events
+queued so far, in order, and applies them in a thread (``asyncio.to_thread``), so the
+WebSocket loop never waits on Postgres. The events of one take share one transaction (under
+load they queue while the previous take is applied, so the cost per fill falls as the rate
+rises, without waiting for a batch to fill). If that transaction fails, each event is applied
+on its own; a failed event (Postgres restarting) is retried with backoff, not dropped; at
 shutdown whatever is left is logged: order-sync books it later (trade ids make it safe).
 
 * ``x == TRADE`` → :func:`pms.execution.booking.book_fill` (idempotent by symbol + trade id,
@@ -32,7 +35,7 @@ from pms.db.models import Order
 from pms.db.session import unit_of_work
 from pms.domain.enums import OrderStatus
 from pms.execution import views
-from pms.execution.booking import book_fill
+from pms.execution.booking import Booked, book_fill
 from pms.execution.notify import Notifier
 from pms.streaming.status import FILLS
 from pms.streaming.userdata import AccountUpdate, OrderUpdate
@@ -89,6 +92,9 @@ def apply_order_update(
     return views.order_view(order)
 
 
+MAX_BATCH = 100
+
+
 class FillSink:
     """Implements :class:`pms.streaming.userdata.UserEventSink`."""
 
@@ -128,21 +134,32 @@ class FillSink:
     # --- worker --------------------------------------------------------------------------
     async def run(self) -> None:
         while True:
-            update = await self._queue.get()
-            delay = 0.1
-            while True:
-                try:
-                    await self._to_thread(self.handle, update)
-                    break
-                except Exception:
-                    log.exception(
-                        "user event not applied; retrying",
-                        clientOrderId=update.client_order_id,
-                        x=update.execution_type,
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(self._retry_max_s, delay * 2)
-            self._queue.task_done()
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._to_thread(self.handle_batch, batch)
+            except Exception:
+                log.exception("user events not applied together; applying one by one")
+                for update in batch:
+                    await self._apply_one(update)
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _apply_one(self, update: OrderUpdate) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._to_thread(self.handle, update)
+                return
+            except Exception:
+                log.exception(
+                    "user event not applied; retrying",
+                    clientOrderId=update.client_order_id,
+                    x=update.execution_type,
+                )
+                await asyncio.sleep(delay)
+                delay = min(self._retry_max_s, delay * 2)
 
     async def drain(self, timeout: float) -> int:
         """Wait up to ``timeout`` for queued events; returns how many are left."""
@@ -157,13 +174,41 @@ class FillSink:
 
     def handle(self, update: OrderUpdate) -> None:
         """Blocking: one event in its own transaction, events after the commit."""
-        if update.trade is not None:
-            with unit_of_work(self._sessions) as s:
-                booked = book_fill(s, update.trade, "stream")
+        self.handle_batch([update])
+
+    def handle_batch(self, updates: list[OrderUpdate]) -> None:
+        """Blocking: the events in order, in one transaction; their events after the commit.
+
+        A fill-less update followed in the same batch by a fill of the same order adds
+        nothing the fill does not set (exchange order id, a later status), so it is skipped.
+        """
+        filled_later: set[str] = set()
+        todo: list[OrderUpdate] = []
+        for update in reversed(updates):
+            if update.trade is not None:
+                filled_later.add(update.client_order_id)
+            elif update.client_order_id in filled_later and update.execution_type == "NEW":
+                continue
+            todo.append(update)
+        todo.reverse()
+        outcomes: list[tuple[OrderUpdate, Booked | None, dict[str, Any] | None]] = []
+        with unit_of_work(self._sessions) as s:
+            for update in todo:
+                if update.trade is not None:
+                    outcomes.append((update, book_fill(s, update.trade, "stream"), None))
+                else:
+                    outcomes.append(
+                        (update, None, apply_order_update(s, update, self._clock.now()))
+                    )
+        for update, booked, view in outcomes:
+            if update.trade is None:
+                if view is not None:
+                    self._notifier.order(view)
+                continue
             if booked is None:
                 self.duplicates += 1
                 FILLS.labels("duplicate").inc()
-                return
+                continue
             self.booked += 1
             FILLS.labels("booked").inc()
             self._notifier.booked(booked)
@@ -173,8 +218,3 @@ class FillSink:
                 clientOrderId=update.client_order_id,
                 tradeId=update.trade.trade_id,
             )
-            return
-        with unit_of_work(self._sessions) as s:
-            view = apply_order_update(s, update, self._clock.now())
-        if view is not None:
-            self._notifier.order(view)

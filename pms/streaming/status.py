@@ -12,15 +12,22 @@ published on every connect and disconnect.
 
 The hot path only bumps plain integers (:meth:`StreamHealth.seen`); counters reach Prometheus
 and Redis once per :meth:`StatusBoard.tick`, so metrics cost nothing per message.
+
+``pms:stream:user:live`` exists while the user stream is connected: every tick sets it with a
+time to live of a few ticks, a disconnect deletes it, a dead streamer lets it expire. A
+worker that sees it (:class:`UserStreamWatch`) leaves the booking of a placed order's fills
+to the stream instead of asking the exchange for them (see ``docs/architecture.md``).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
+import redis
 import redis.asyncio as aioredis
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
@@ -32,6 +39,8 @@ from pms.messaging.events import EVENTS_CHANNEL, EVENTS_STREAM, EventType, envel
 log = structlog.get_logger(__name__)
 
 STATUS_KEY = "pms:stream:status"
+USER_LIVE_KEY = "pms:stream:user:live"
+USER_STREAM = "user"
 
 MESSAGES = Counter("pms_stream_messages_total", "WebSocket messages received", ["stream"])
 RECONNECTS = Counter("pms_stream_reconnects_total", "WebSocket reconnects", ["stream"])
@@ -115,13 +124,16 @@ class StatusBoard:
         *,
         prefix: str = "",
         monotonic: Callable[[], float] = time.monotonic,
+        live_ttl_ms: int = 3000,
     ) -> None:
         self._client = client
         self._clock = clock
         self._prefix = prefix
         self._monotonic = monotonic
+        self._live_ttl_ms = live_ttl_ms
         self.streams: dict[str, StreamHealth] = {}
         self.key = f"{prefix}{STATUS_KEY}"
+        self.live_key = f"{prefix}{USER_LIVE_KEY}"
 
     def stream(self, name: str) -> StreamHealth:
         health = self.streams.get(name)
@@ -163,8 +175,17 @@ class StatusBoard:
             if view["lagMs"] is not None:
                 LAG.labels(health.name).set(view["lagMs"])
             mapping[health.name] = orjson.dumps(view)
-        if mapping:
-            await self._client.hset(self.key, mapping=mapping)  # type: ignore[arg-type]
+        if not mapping:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hset(self.key, mapping=mapping)  # type: ignore[arg-type]
+        user = self.streams.get(USER_STREAM)
+        if user is not None:
+            if user.connected:
+                pipe.set(self.live_key, b"1", px=self._live_ttl_ms)
+            else:
+                pipe.delete(self.live_key)
+        await pipe.execute()
 
     async def _announce(self, health: StreamHealth) -> None:
         now = self._clock.ms()
@@ -174,6 +195,11 @@ class StatusBoard:
         try:
             pipe = self._client.pipeline(transaction=True)
             pipe.hset(self.key, health.name, orjson.dumps(view))
+            if health.name == USER_STREAM:
+                if health.connected:
+                    pipe.set(self.live_key, b"1", px=self._live_ttl_ms)
+                else:
+                    pipe.delete(self.live_key)
             pipe.publish(f"{self._prefix}{EVENTS_CHANNEL}{EventType.STREAM_STATUS.value}", payload)
             pipe.xadd(
                 f"{self._prefix}{EVENTS_STREAM}",
@@ -184,3 +210,41 @@ class StatusBoard:
             await pipe.execute()
         except (aioredis.RedisError, OSError) as exc:
             log.warning("stream status not published", stream=health.name, error=str(exc))
+
+
+class UserStreamWatch:
+    """Is a streamer's user stream connected? (``pms:stream:user:live`` exists.)
+
+    Asked on every order placement, so Redis is asked at most once per ``every_s`` per
+    process; an error counts as "not connected" (the worker then books the fills itself).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "",
+        *,
+        every_s: float = 0.5,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._key = f"{prefix}{USER_LIVE_KEY}"
+        self._every_s = every_s
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._live = False
+        self._next = float("-inf")
+
+    def __call__(self) -> bool:
+        now = self._monotonic()
+        with self._lock:
+            if now < self._next:
+                return self._live
+            self._next = now + self._every_s
+        try:
+            live = bool(self._client.exists(self._key))
+        except (redis.RedisError, OSError) as exc:
+            log.warning("user-stream liveness unknown; booking fills inline", error=str(exc))
+            live = False
+        self._live = live
+        return live

@@ -41,6 +41,25 @@ def resting_buy(app: App, price: str = "59000", qty: str = "0.002", symbol: str 
     return str(view["clientOrderId"])
 
 
+def market_buy(app: App, qty: str = "0.002", symbol: str = BTC) -> str:
+    """A funded sub-account and a market BUY through the command runner, its steps after the
+    result included (as the worker runs them); returns its clientOrderId."""
+    sub, user = funded_account(app.sessions, "5000")
+    command = {
+        "requestId": uuid.uuid4().hex,
+        "userId": user,
+        "subAccountId": sub,
+        "symbol": symbol,
+        "side": "BUY",
+        "qty": qty,
+    }
+    result = app.runner.run(
+        "place_market_order", command, cmd.PlaceMarketOrder, app.orders.place_market
+    )
+    assert result is not None and result["ok"], result
+    return str(result["data"]["clientOrderId"])
+
+
 def fills_of(app: App, client_order_id: str) -> list[tuple[str, str]]:
     """(trade id, source) of every booked fill of the order."""
     with unit_of_work(app.sessions) as s:

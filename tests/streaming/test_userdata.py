@@ -4,6 +4,7 @@ expiry and restarts; order-sync enqueued after every (re)connect."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -14,6 +15,7 @@ from pms.sim.runner import SimServer
 from tests.streaming.conftest import StreamerThread
 from tests.streaming.helpers import (
     fills_of,
+    market_buy,
     order_status,
     resting_buy,
     sim_trade_ids,
@@ -193,3 +195,40 @@ def test_restart_books_nothing_twice_and_caches_come_back(
     assert [t for t, _ in fills_of(app, seen)] == sim_trade_ids(app, state, seen)
     assert [t for t, _ in fills_of(app, while_down)] == sim_trade_ids(app, state, while_down)
     assert len(fills_of(app, seen)) == 1 and len(fills_of(app, while_down)) == 1
+
+
+def test_market_order_fill_is_booked_by_the_stream_while_it_is_connected(
+    sim: SimServer, app: App, make_streamer: Callable[..., StreamerThread]
+) -> None:
+    """While the user stream is up the worker answers and leaves the fill to the stream
+    (the exchange is not asked for the order's trades); once it is down the worker books
+    the fill itself again."""
+    st = make_streamer()
+    wait_for(lambda: user_connected(st), 5, message="user stream")
+    wait_for(app.orders.stream_books, 5, message="workers see the user stream")
+    calls: list[str] = []
+    real_call = app.exchange._call  # type: ignore[attr-defined]
+
+    def counting_call(action: str, method: str, params: dict[str, Any]) -> Any:
+        calls.append(method)
+        return real_call(action, method, params)
+
+    app.exchange._call = counting_call  # type: ignore[attr-defined]
+    try:
+        coid = market_buy(app)
+        wait_for(lambda: order_status(app, coid) == "FILLED", 5, message="order FILLED")
+        assert {src for _, src in fills_of(app, coid)} == {"stream"}
+        assert [t for t, _ in fills_of(app, coid)] == sim_trade_ids(
+            app, sim.admin("/sim/state"), coid
+        )
+        assert not [c for c in calls if "UserTrades" in c], calls
+
+        st.stop()
+        wait_for(lambda: not app.orders.stream_books(), 5, message="stream seen down")
+        calls.clear()
+        coid = market_buy(app)  # booked before the command's steps return
+        assert order_status(app, coid) == "FILLED"
+        assert {src for _, src in fills_of(app, coid)} == {"rest"}
+        assert [c for c in calls if "UserTrades" in c], calls
+    finally:
+        app.exchange._call = real_call  # type: ignore[attr-defined]
