@@ -8,7 +8,10 @@ Everything real, nothing shared with the benchmark's own interpreter:
 - a fresh Postgres database (created, migrated with ``pms.db.migrate.upgrade``, dropped at
   the end), a unique Redis prefix and Dramatiq namespace;
 - the worker fleet ``python -m pms.cli.main worker --processes 2 --threads 8``;
-- a price writer standing in for the streamer (``{prefix}pms:price:{symbol}`` every 100 ms);
+- the streamer ``python -m pms.cli.main streamer`` (marks and quotes into Redis, the user
+  stream: it books the fills, as in production). With ``--no-streamer`` a price writer stands
+  in for its marks (``{prefix}pms:price:{symbol}`` every 100 ms) and the workers book the
+  fills themselves (they ask the exchange for the order's trades);
 - funded sub-accounts created through the ``create_sub_account`` and ``deposit`` commands;
 - a subscriber process on ``{prefix}pms:results`` recording when each result is published.
 
@@ -16,6 +19,9 @@ The producer enqueues ``place_market_order`` (BTC, 0.002, alternating BUY/SELL p
 margin never runs out) at a fixed rate, spread round-robin over the accounts. Latency is
 ``perf_counter_ns`` (CLOCK_MONOTONIC, comparable across processes on one host) from just
 before the enqueue to the subscriber receiving the result.
+
+After the run the bench waits until every order's fill is booked (the CPU figures include
+the booking) and prints who booked them.
 
 Baselines measured in the same run: a raw Redis round trip (``RPUSH`` → ``BLPOP`` in another
 process) and a ``ping`` command round trip through the same workers (dispatch + runner +
@@ -34,7 +40,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import orjson
@@ -124,18 +130,17 @@ def _admin(url: str, path: str, body: Any) -> Any:
 
 @contextmanager
 def worker_fleet(env: dict[str, str], processes: int, threads: int, log: str) -> Iterator[int]:
+    args = ["worker", "--processes", str(processes), "--threads", str(threads)]
+    with pms_process(args, env, log) as pid:
+        yield pid
+
+
+@contextmanager
+def pms_process(args: list[str], env: dict[str, str], log: str) -> Iterator[int]:
+    """``python -m pms.cli.main *args`` in its own process group, stopped with SIGTERM."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pms.cli.main",
-                "worker",
-                "--processes",
-                str(processes),
-                "--threads",
-                str(threads),
-            ],
+            [sys.executable, "-m", "pms.cli.main", *args],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -279,10 +284,10 @@ def run_raw(rate: float, seconds: float) -> list[float]:
         client.delete(key, out)
 
 
-def cpu_times(db_name: str, fleet_pid: int) -> dict[str, float]:
+def cpu_times(db_name: str, fleet_pid: int, streamer_pid: int | None) -> dict[str, float]:
     """CPU seconds used so far by each part of the system, read from /proc: the worker fleet
-    (the ``pms worker`` process and its descendants), the Postgres backends of the bench
-    database, the simulator, Redis and this process with its children (the price writer)."""
+    (the ``pms worker`` process and its descendants), the streamer, the Postgres backends of
+    the bench database, the simulator, Redis and this process with its children."""
     tick = os.sysconf("SC_CLK_TCK")
     procs: dict[int, tuple[int, str, float]] = {}
     for entry in os.listdir("/proc"):
@@ -308,6 +313,8 @@ def cpu_times(db_name: str, fleet_pid: int) -> dict[str, float]:
     for pid, (_, cmd, used) in procs.items():
         if descends_from(pid, fleet_pid):
             group = "workers"
+        elif streamer_pid is not None and descends_from(pid, streamer_pid):
+            group = "streamer"
         elif "pms.sim.cli" in cmd:
             group = "simulator"
         elif descends_from(pid, os.getpid()):
@@ -357,6 +364,11 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--log", default="/tmp/pms-order-e2e-workers.log")
+    parser.add_argument(
+        "--no-streamer",
+        action="store_true",
+        help="no streamer: a price writer for the marks, fills booked by the workers",
+    )
     args = parser.parse_args()
 
     from pms.config import load_settings
@@ -388,14 +400,25 @@ def main() -> int:
         ctx = multiprocessing.get_context("spawn")
         stop_prices = ctx.Event()
         writer = ctx.Process(target=_price_writer, args=(prefix, stop_prices))
-        writer.start()
         try:
-            with worker_fleet(env, args.processes, args.threads, args.log) as fleet_pid:
-                cpu = lambda: cpu_times(f"pms_bench_{run_id}", fleet_pid)  # noqa: E731
-                result = measure(args, prefix, namespace, cpu)
+            with ExitStack() as stack:
+                streamer_pid = None
+                if args.no_streamer:
+                    writer.start()
+                else:
+                    log = args.log.replace("workers", "streamer")
+                    streamer_pid = stack.enter_context(pms_process(["streamer"], env, log))
+                    wait_user_stream(client, prefix)
+                fleet_pid = stack.enter_context(
+                    worker_fleet(env, args.processes, args.threads, args.log)
+                )
+                db_name = f"pms_bench_{run_id}"
+                cpu = lambda: cpu_times(db_name, fleet_pid, streamer_pid)  # noqa: E731
+                result = measure(args, prefix, namespace, cpu, db_url)
         finally:
             stop_prices.set()
-            writer.join(5)
+            if writer.pid is not None:
+                writer.join(5)
             for key in client.scan_iter(match=f"{prefix}*", count=1000):
                 client.delete(key)
             for key in client.scan_iter(match=f"{namespace}*", count=1000):
@@ -403,8 +426,42 @@ def main() -> int:
     return result
 
 
+def wait_user_stream(client: redis.Redis, prefix: str, timeout: float = 30) -> None:
+    """Until the streamer's user stream is connected (``pms:stream:user:live``)."""
+    deadline = time.monotonic() + timeout
+    while not client.exists(f"{prefix}pms:stream:user:live"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the streamer's user stream did not connect")
+        time.sleep(0.1)
+
+
+def wait_fills(db_url: str, request_ids: list[str], timeout: float = 30) -> dict[str, int]:
+    """Until every order of ``request_ids`` has a booked fill; the fills by source."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    query = text(
+        "SELECT f.source, count(*) FROM fills f JOIN orders o ON o.id = f.order_id"
+        " WHERE o.request_id = ANY(:ids) GROUP BY f.source"
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            with engine.connect() as conn:
+                by_source = {str(k): int(v) for k, v in conn.execute(query, {"ids": request_ids})}
+            if sum(by_source.values()) >= len(request_ids) or time.monotonic() > deadline:
+                return by_source
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+
+
 def measure(
-    args: argparse.Namespace, prefix: str, namespace: str, cpu: Callable[[], dict[str, float]]
+    args: argparse.Namespace,
+    prefix: str,
+    namespace: str,
+    cpu: Callable[[], dict[str, float]],
+    db_url: str,
 ) -> int:
     producer = Producer(namespace, f"{prefix}pms:results")
     user = f"bench-{uuid.uuid4().hex[:6]}"
@@ -492,6 +549,9 @@ def measure(
         if found:
             pending.difference_update(found)
             idle_since = time.monotonic()
+    booked_at = time.monotonic()
+    fills = wait_fills(db_url, order_ids)
+    fills_wait = time.monotonic() - booked_at
     cpu_after = cpu()
     seen = producer.finish()
 
@@ -530,6 +590,10 @@ def measure(
         f" ({completed / span:.1f}/s from first enqueue to last result);"
         f" errors {errors}{' ' + str(codes) if codes else ''}; missing {missing}"
     )
+    print(
+        f"fills booked {sum(fills.values())} of {n} (by source: {fills});"
+        f" the last {fills_wait:.2f} s after the results were in"
+    )
     used = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
     total = sum(used.values())
     if completed and total:
@@ -558,9 +622,14 @@ def measure(
         and missing == 0
         and completed / span >= 200 * 0.99
         and args.rate >= 200
+        and sum(fills.values()) == n
     )
     sustained = bool(
-        errors == 0 and missing == 0 and completed / span >= 200 * 0.99 and args.rate >= 200
+        errors == 0
+        and missing == 0
+        and completed / span >= 200 * 0.99
+        and args.rate >= 200
+        and sum(fills.values()) == n
     )
     fast = bool(s and s["p50"] <= 5 and s["p99"] <= 20)
     print(
