@@ -10,11 +10,12 @@ zero: a loss beyond it is charged to the house account as an INSURANCE entry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
@@ -45,27 +46,89 @@ class Booked:
     open_positions: list[dict[str, Any]] = field(default_factory=list)
 
 
-def find_order(session: Session, trade: TradeReport) -> Order | None:
-    if trade.client_order_id:
-        order = session.execute(
-            select(Order).where(Order.client_order_id == trade.client_order_id)
-        ).scalar_one_or_none()
-        if order is not None:
-            return order
-    return session.execute(
-        select(Order).where(
-            Order.symbol == trade.symbol, Order.exchange_order_id == trade.exchange_order_id
-        )
-    ).scalar_one_or_none()
-
-
 def book_fill(session: Session, trade: TradeReport, source: str) -> Booked | None:
     """Book ``trade`` once. Returns None when it was already booked or is not one of ours."""
-    order = find_order(session, trade)
-    if order is None:
-        return None
-    account = lock_account(session, order.sub_account_id)
-    return _book(session, account, order, trade, source, order.leverage)
+    return book_fills(session, [trade], source)[0]
+
+
+def book_fills(session: Session, trades: Sequence[TradeReport], source: str) -> list[Booked | None]:
+    """Book each of ``trades`` once, in the given order, in the caller's transaction: what
+    :func:`book_fill` does for each, with the row locks of all of them taken up front in a
+    fixed number of statements (a take of the user stream's fills costs two statements per
+    fill, not eight). ``None`` in the answer: already booked, or not one of our orders.
+
+    Locks in the path's order: the sub-accounts (by id), then the orders (by id), then the
+    sub-accounts' open positions (by id); the house's only if a loss must be insured.
+    """
+    if not trades:
+        return []
+    owners = _order_owners(session, trades)
+    account_ids = sorted({sub for _, sub in owners.values()})
+    order_ids = sorted({order_id for order_id, _ in owners.values()})
+    accounts = {a.id: a for a in session.execute(_LOCK_ACCOUNTS, {"ids": account_ids}).scalars()}
+    orders = {o.id: o for o in session.execute(_LOCK_ORDERS, {"ids": order_ids}).scalars()}
+    positions: dict[int, list[Position]] = {i: [] for i in account_ids}
+    for position in session.execute(_LOCK_POSITIONS_OF, {"ids": account_ids}).scalars():
+        positions[position.sub_account_id].append(position)
+    # Whatever the caller left pending was flushed by the first query (autoflush); from here
+    # each booking's changes go out in its one write statement.
+    out: list[Booked | None] = []
+    with session.no_autoflush:
+        for trade in trades:
+            owner = owners.get(_trade_key(trade))
+            if owner is None:
+                out.append(None)
+                continue
+            order = orders[owner[0]]
+            account = accounts[owner[1]]
+            out.append(
+                _book_locked(
+                    session, account, order, trade, source, order.leverage, positions[account.id]
+                )
+            )
+    return out
+
+
+def _trade_key(trade: TradeReport) -> tuple[str, str]:
+    return (trade.client_order_id or "", f"{trade.symbol}\x00{trade.exchange_order_id}")
+
+
+def _order_owners(
+    session: Session, trades: Sequence[TradeReport]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(order id, sub-account id) of each trade's order: by clientOrderId, else by symbol and
+    exchange order id. One query (two if some trade's clientOrderId is not ours)."""
+    by_coid = {
+        str(coid): (int(oid), int(sub))
+        for oid, sub, coid in session.execute(
+            select(Order.id, Order.sub_account_id, Order.client_order_id).where(
+                Order.client_order_id.in_({t.client_order_id for t in trades if t.client_order_id})
+            )
+        )
+    }
+    owners: dict[tuple[str, str], tuple[int, int]] = {}
+    rest = []
+    for trade in trades:
+        found = by_coid.get(trade.client_order_id or "")
+        if found is not None:
+            owners[_trade_key(trade)] = found
+        else:
+            rest.append(trade)
+    if rest:
+        pairs = {(t.symbol, t.exchange_order_id) for t in rest}
+        by_exchange_id = {
+            (str(sym), str(eid)): (int(oid), int(sub))
+            for oid, sub, sym, eid in session.execute(
+                select(Order.id, Order.sub_account_id, Order.symbol, Order.exchange_order_id).where(
+                    tuple_(Order.symbol, Order.exchange_order_id).in_(pairs)
+                )
+            )
+        }
+        for trade in rest:
+            found = by_exchange_id.get((trade.symbol, trade.exchange_order_id))
+            if found is not None:
+                owners[_trade_key(trade)] = found
+    return owners
 
 
 def book_order_fill(
@@ -93,6 +156,29 @@ _LOCK_OPEN_POSITIONS = (
     .where(Position.sub_account_id == bindparam("id"), Position.closed_at.is_(None))
     .order_by(Position.id)
     .with_for_update()
+)
+# The locks of a take, built once; each overwrites a copy already in the session.
+_LOCK_ACCOUNTS = (
+    select(SubAccount)
+    .where(SubAccount.id.in_(bindparam("ids", expanding=True)))
+    .order_by(SubAccount.id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_LOCK_ORDERS = (
+    select(Order)
+    .where(Order.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Order.id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_LOCK_POSITIONS_OF = (
+    select(Position)
+    .where(Position.sub_account_id.in_(bindparam("ids", expanding=True)))
+    .where(Position.closed_at.is_(None))
+    .order_by(Position.id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
 )
 
 # Once per (symbol, exchange trade id): a fill reported again conflicts and returns no row.
@@ -137,9 +223,15 @@ def _book_locked(
     trade: TradeReport,
     source: str,
     leverage: int,
+    positions: list[Position] | None = None,
 ) -> Booked | None:
-    positions = list(session.execute(_LOCK_OPEN_POSITIONS, {"id": account.id}).scalars())
-    position = next((p for p in positions if p.symbol == trade.symbol), None)
+    """``positions``: the account's positions as locked by the caller, kept up to date here
+    (a position this fill opens is added; one it closes keeps its ``closed_at``)."""
+    if positions is None:
+        positions = list(session.execute(_LOCK_OPEN_POSITIONS, {"id": account.id}).scalars())
+    position = next(
+        (p for p in positions if p.symbol == trade.symbol and p.closed_at is None), None
+    )
     qty = position.qty if position else ZERO
     entry = position.entry_price if position else ZERO
     effect = apply_fill(qty, entry, trade.side, trade.qty, trade.price)

@@ -9,7 +9,7 @@ rises, without waiting for a batch to fill). If that transaction fails, each eve
 on its own; a failed event (Postgres restarting) is retried with backoff, not dropped; at
 shutdown whatever is left is logged: order-sync books it later (trade ids make it safe).
 
-* ``x == TRADE`` → :func:`pms.execution.booking.book_fill` (idempotent by symbol + trade id,
+* ``x == TRADE`` → :func:`pms.execution.booking.book_fills` (idempotent by symbol + trade id,
   so a fill seen on the stream and via REST/order-sync is booked once), then
   :meth:`Notifier.booked` after the commit (events + ``pms:pos:{subAccountId}``);
 * any other execution type → :func:`apply_order_update` (status, exchange id, amendments),
@@ -35,7 +35,7 @@ from pms.db.models import Order
 from pms.db.session import unit_of_work
 from pms.domain.enums import OrderStatus
 from pms.execution import views
-from pms.execution.booking import Booked, book_fill
+from pms.execution.booking import book_fills
 from pms.execution.notify import Notifier
 from pms.streaming.status import FILLS
 from pms.streaming.userdata import AccountUpdate, OrderUpdate
@@ -177,44 +177,40 @@ class FillSink:
         self.handle_batch([update])
 
     def handle_batch(self, updates: list[OrderUpdate]) -> None:
-        """Blocking: the events in order, in one transaction; their events after the commit.
+        """Blocking: the events of one take in one transaction; their events after the commit.
 
-        A fill-less update followed in the same batch by a fill of the same order adds
-        nothing the fill does not set (exchange order id, a later status), so it is skipped.
+        The fills first, booked together in arrival order (:func:`book_fills`), then the
+        fill-less updates in arrival order: a closing status is taken only once the fills it
+        implies are booked, so booking first never delays one. A fill-less NEW followed in
+        the take by a fill of the same order adds nothing the fill does not set, so it is
+        skipped.
         """
-        filled_later: set[str] = set()
-        todo: list[OrderUpdate] = []
-        for update in reversed(updates):
-            if update.trade is not None:
-                filled_later.add(update.client_order_id)
-            elif update.client_order_id in filled_later and update.execution_type == "NEW":
-                continue
-            todo.append(update)
-        todo.reverse()
-        outcomes: list[tuple[OrderUpdate, Booked | None, dict[str, Any] | None]] = []
+        filled = {u.client_order_id for u in updates if u.trade is not None}
+        trades = [u for u in updates if u.trade is not None]
+        others = [
+            u
+            for u in updates
+            if u.trade is None and not (u.execution_type == "NEW" and u.client_order_id in filled)
+        ]
         with unit_of_work(self._sessions) as s:
-            for update in todo:
-                if update.trade is not None:
-                    outcomes.append((update, book_fill(s, update.trade, "stream"), None))
-                else:
-                    outcomes.append(
-                        (update, None, apply_order_update(s, update, self._clock.now()))
-                    )
-        for update, booked, view in outcomes:
-            if update.trade is None:
-                if view is not None:
-                    self._notifier.order(view)
-                continue
-            if booked is None:
+            booked = book_fills(s, [u.trade for u in trades if u.trade is not None], "stream")
+            now = self._clock.now()
+            views = [apply_order_update(s, u, now) for u in others]
+        for update, result in zip(trades, booked, strict=True):
+            assert update.trade is not None
+            if result is None:
                 self.duplicates += 1
                 FILLS.labels("duplicate").inc()
                 continue
             self.booked += 1
             FILLS.labels("booked").inc()
-            self._notifier.booked(booked)
+            self._notifier.booked(result)
             log.info(
                 "fill booked from stream",
-                subAccountId=booked.sub_account_id,
+                subAccountId=result.sub_account_id,
                 clientOrderId=update.client_order_id,
                 tradeId=update.trade.trade_id,
             )
+        for view in views:
+            if view is not None:
+                self._notifier.order(view)

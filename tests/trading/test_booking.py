@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,7 +18,7 @@ from pms.db.models import Fill, LedgerEntry, Order, Position
 from pms.db.session import unit_of_work
 from pms.domain.enums import Side
 from pms.exchange.model import TradeReport
-from pms.execution.booking import book_fill
+from pms.execution.booking import book_fill, book_fills
 from pms.execution.position_math import apply_fill
 from tests.factories import funded_account
 
@@ -216,3 +216,79 @@ def test_the_house_may_go_below_zero_and_never_insures_itself(
             .where(LedgerEntry.sub_account_id == house_id, LedgerEntry.kind == "INSURANCE")
         ).scalar_one()
         assert insured == insured_before
+
+
+def _account_state(factory: sessionmaker[Session], sub: int) -> dict[str, object]:
+    """Everything a booking writes for one sub-account, without ids and times."""
+    with unit_of_work(factory) as s:
+        return {
+            "wallet": get_account(s, sub).wallet_balance,
+            "positions": [
+                (p.symbol, p.qty, p.entry_price, p.realized_pnl, p.fees_paid, p.closed_at is None)
+                for p in s.execute(
+                    select(Position).where(Position.sub_account_id == sub).order_by(Position.id)
+                ).scalars()
+            ],
+            "ledger": [
+                (e.kind, e.amount, e.balance_after)
+                for e in s.execute(
+                    select(LedgerEntry)
+                    .where(LedgerEntry.sub_account_id == sub)
+                    .order_by(LedgerEntry.id)
+                ).scalars()
+            ],
+            "fills": [
+                (f.qty, f.price, f.fee, f.realized_pnl, f.side)
+                for f in s.execute(
+                    select(Fill).where(Fill.sub_account_id == sub).order_by(Fill.id)
+                ).scalars()
+            ],
+            "orders": [
+                (o.status, o.filled_qty, o.avg_price)
+                for o in s.execute(
+                    select(Order).where(Order.sub_account_id == sub).order_by(Order.id)
+                ).scalars()
+            ],
+        }
+
+
+steps = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # which sub-account
+        st.sampled_from([Side.BUY, Side.SELL]),
+        st.integers(1, 6),  # qty in 0.001
+        st.integers(590, 610),  # price in 100
+        st.booleans(),  # the same fill reported again right after
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps)
+def test_a_take_books_exactly_what_one_fill_at_a_time_books(
+    session_factory: sessionmaker[Session], sequence: list[tuple[int, Side, int, int, bool]]
+) -> None:
+    """The user stream's takes (book_fills: many fills, one transaction, locks up front) end
+    in the same positions, ledger, fills and orders as booking each fill on its own."""
+    worlds = []
+    for _ in range(2):
+        subs = [funded_account(session_factory, "100000")[0] for _ in range(3)]
+        trades = []
+        for who, side, q, p, again in sequence:
+            order = make_order(session_factory, subs[who], side.value, str(D(q) / 1000))
+            t = trade(order, str(D(q) / 1000), str(p * 100), fee=str(D(q) * D("0.024")))
+            trades += [t, t] if again else [t]
+        worlds.append((subs, trades))
+
+    (one_subs, one_trades), (take_subs, take_trades) = worlds
+    one_by_one = [book(session_factory, t) for t in one_trades]
+    with unit_of_work(session_factory) as s:
+        together = [b is not None for b in book_fills(s, take_trades, "test")]
+
+    assert together == one_by_one
+    for a, b in zip(one_subs, take_subs, strict=True):
+        assert _account_state(session_factory, a) == _account_state(session_factory, b)
