@@ -72,6 +72,7 @@ class StreamerConfig:
     linger_s: float = 10.0
     user_stream: bool = True
     drain_s: float = 5.0
+    fill_linger_s: float = 0.01  # a lone user event waits this long for others to join its take
     risk: bool = True  # run the risk monitor on the marks this process receives
 
 
@@ -166,7 +167,9 @@ class Streamer:
             MarketStream(e.name, e.url, market, rest, board.stream(e.name), e.kinds)
             for e in market_endpoints(settings)
         ]
-        sink = self.sink = FillSink(app.sessions, app.notifier, self.clock)
+        sink = self.sink = FillSink(
+            app.sessions, app.notifier, self.clock, linger_s=cfg.fill_linger_s
+        )
         user = self.user = UserStream(
             ws_base(settings),
             rest,

@@ -98,13 +98,10 @@ def _order_owners(
 ) -> dict[tuple[str, str], tuple[int, int]]:
     """(order id, sub-account id) of each trade's order: by clientOrderId, else by symbol and
     exchange order id. One query (two if some trade's clientOrderId is not ours)."""
+    coids = sorted({t.client_order_id for t in trades if t.client_order_id})
     by_coid = {
         str(coid): (int(oid), int(sub))
-        for oid, sub, coid in session.execute(
-            select(Order.id, Order.sub_account_id, Order.client_order_id).where(
-                Order.client_order_id.in_({t.client_order_id for t in trades if t.client_order_id})
-            )
-        )
+        for oid, sub, coid in session.execute(_OWNERS_BY_COID, {"coids": coids})
     }
     owners: dict[tuple[str, str], tuple[int, int]] = {}
     rest = []
@@ -156,6 +153,9 @@ _LOCK_OPEN_POSITIONS = (
     .where(Position.sub_account_id == bindparam("id"), Position.closed_at.is_(None))
     .order_by(Position.id)
     .with_for_update()
+)
+_OWNERS_BY_COID = select(Order.id, Order.sub_account_id, Order.client_order_id).where(
+    Order.client_order_id.in_(bindparam("coids", expanding=True))
 )
 # The locks of a take, built once; each overwrites a copy already in the session.
 _LOCK_ACCOUNTS = (

@@ -6,6 +6,7 @@ subscriber never sees something that was rolled back.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -25,9 +26,18 @@ class Notifier:
 
     def booked(self, booked: Booked) -> None:
         """The booking's events and the refreshed position cache, in one MULTI."""
+        self.booked_many([booked])
+
+    def booked_many(self, bookings: Iterable[Booked]) -> None:
+        """Several bookings' events (in order) and position caches, in one MULTI."""
+        bookings = list(bookings)
+        if not bookings:
+            return
         pipe = self._client.pipeline(transaction=True)
-        self._events.add_to(pipe, booked.events)
-        pipe.set(self._positions_key(booked.sub_account_id), self._positions_doc(booked))
+        self._events.add_to(pipe, [event for booked in bookings for event in booked.events])
+        latest = {booked.sub_account_id: booked for booked in bookings}  # the last is current
+        for sub_account_id, booked in latest.items():
+            pipe.set(self._positions_key(sub_account_id), self._positions_doc(booked))
         pipe.execute()
 
     def order(self, view: dict[str, Any]) -> None:

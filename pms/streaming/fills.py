@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -106,6 +106,8 @@ class FillSink:
         *,
         retry_max_s: float = 5.0,
         to_thread: Callable[..., Any] = asyncio.to_thread,
+        linger_s: float = 0.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._sessions = sessions
         self._notifier = notifier
@@ -113,6 +115,8 @@ class FillSink:
         self._queue: asyncio.Queue[OrderUpdate] = asyncio.Queue()
         self._retry_max_s = retry_max_s
         self._to_thread = to_thread
+        self._linger_s = linger_s
+        self._sleep = sleep
         self.booked = 0
         self.duplicates = 0
 
@@ -135,6 +139,10 @@ class FillSink:
     async def run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._linger_s > 0 and self._queue.empty():
+                # A lone event: give the ones right behind it a moment to join the take
+                # (a fill's cost falls from ~3 to ~1.3 ms of CPU at four per take).
+                await self._sleep(self._linger_s)
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -196,6 +204,7 @@ class FillSink:
             booked = book_fills(s, [u.trade for u in trades if u.trade is not None], "stream")
             now = self._clock.now()
             views = [apply_order_update(s, u, now) for u in others]
+        done = []
         for update, result in zip(trades, booked, strict=True):
             assert update.trade is not None
             if result is None:
@@ -204,13 +213,14 @@ class FillSink:
                 continue
             self.booked += 1
             FILLS.labels("booked").inc()
-            self._notifier.booked(result)
+            done.append(result)
             log.info(
                 "fill booked from stream",
                 subAccountId=result.sub_account_id,
                 clientOrderId=update.client_order_id,
                 tradeId=update.trade.trade_id,
             )
+        self._notifier.booked_many(done)
         for view in views:
             if view is not None:
                 self._notifier.order(view)

@@ -2,7 +2,8 @@
 open order or a running algo.
 
 The set is read from Postgres (in a thread) every ``refresh_s`` seconds and at once when an
-``order_update`` or ``position_update`` event is published (Redis pub/sub), then handed to
+``order_update`` or ``position_update`` event names a symbol not streamed yet (Redis pub/sub;
+events of streamed symbols, i.e. nearly all of them, cost no query), then handed to
 the market streams, which ``SUBSCRIBE``/``UNSUBSCRIBE`` the difference on their live
 connection: a new position starts streaming without any reconnect.
 
@@ -18,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 import structlog
 from sqlalchemy import select
@@ -147,8 +149,19 @@ class SubscriptionManager:
     def poke(self) -> None:
         self._wake.set()
 
+    def wanted_now(self, payload: bytes) -> bool:
+        """Does this event name a symbol we do not stream yet? (Then refresh at once.) One
+        for a streamed symbol changes nothing now: a symbol no longer used leaves at the
+        next periodic refresh, after ``linger_s`` anyway."""
+        try:
+            symbol = orjson.loads(payload)["data"]["symbol"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return True  # unknown shape: ask Postgres
+        return symbol not in self.current
+
     async def _listen(self) -> None:
-        """Wake :meth:`run` on ``order_update`` / ``position_update`` events."""
+        """Wake :meth:`run` on an ``order_update`` / ``position_update`` event for a symbol
+        not streamed yet (a busy account's events would otherwise cost a refresh each)."""
         assert self._client is not None
         channels = [
             f"{self._prefix}{EVENTS_CHANNEL}{t.value}"
@@ -158,8 +171,9 @@ class SubscriptionManager:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(*channels)
-                async for _msg in pubsub.listen():
-                    self.poke()
+                async for msg in pubsub.listen():
+                    if self.wanted_now(msg["data"]):
+                        self.poke()
             except (aioredis.RedisError, OSError) as exc:
                 log.warning("event listener lost; retrying", error=str(exc))
                 await asyncio.sleep(1.0)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import select
 
 from pms.app import App
@@ -127,6 +128,9 @@ def test_one_take_books_every_fill_once_across_accounts(app: App) -> None:
     # Two fills of one account in one transaction: the second built on the first.
     assert account(app, a) == (Decimal(5000) - 2 * FEE, Decimal("0.004"), 2 * FEE)
     assert account(app, b) == (Decimal(5000) - FEE, Decimal("0.002"), FEE)
+    # One MULTI for the take: the position cache holds each account's latest booking.
+    cached = orjson.loads(app.redis.get(f"{app.settings.redis_prefix}pms:pos:{a}") or b"{}")
+    assert [p["qty"] for p in cached["positions"]] == ["0.004"]
 
     sink.handle_batch([update(a2, "e1", f"{t}-2")])  # seen again later: nothing changes
     assert sink.duplicates == 2
@@ -163,3 +167,37 @@ def test_a_take_that_fails_is_applied_event_by_event(app: App) -> None:
     assert sink.takes == [3, 1, 1, 1]
     assert [state(app, c)[2] for c in coids] == [[f"{t}-{n}"] for n in range(3)]
     assert sink.booked == 3
+
+
+def test_a_lone_event_waits_for_the_ones_right_behind_it(app: App) -> None:
+    a, _ = funded_account(app.sessions, "5000")
+    coids = [pending_order(app, a, f"l{n}") for n in range(3)]
+    t = uuid.uuid4().hex[:8]
+    takes: list[int] = []
+    lingered: list[float] = []
+
+    class Counting(FillSink):
+        def handle_batch(self, updates: list[OrderUpdate]) -> None:
+            takes.append(len(updates))
+            super().handle_batch(updates)
+
+    async def to_thread(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    async def linger(seconds: float) -> None:  # the others arrive while the first waits
+        lingered.append(seconds)
+        for n in (1, 2):
+            sink.order_update(update(coids[n], f"l{n}", f"{t}-{n}"))
+
+    sink = Counting(
+        app.sessions, app.notifier, SystemClock(), to_thread=to_thread, linger_s=0.02, sleep=linger
+    )
+
+    async def main() -> None:
+        sink.order_update(update(coids[0], "l0", f"{t}-0"))
+        runner = asyncio.create_task(sink.run())
+        assert await sink.drain(5) == 0
+        runner.cancel()
+
+    asyncio.run(main())
+    assert (takes, lingered, sink.booked) == ([3], [0.02], 3)

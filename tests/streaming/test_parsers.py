@@ -176,3 +176,18 @@ def test_market_frames_replayed_into_the_price_state() -> None:
     assert cache.pending == 1  # coalesced: one key however many messages
     # Not connected, so no snapshot: the diffs wait in the buffer, nothing published.
     assert not stream.books["BTCUSDT"].live and len(stream.books["BTCUSDT"].buffer) == 2
+
+
+def test_only_events_for_a_symbol_not_streamed_wake_the_subscription_refresh() -> None:
+    from pms.streaming.subscriptions import SubscriptionManager
+
+    manager = SubscriptionManager(("BTC/USDT:USDT",), None, [])  # type: ignore[arg-type]
+    manager.current = {"BTC/USDT:USDT"}
+
+    def event(symbol: str) -> bytes:
+        return orjson.dumps({"v": 1, "type": "order_update", "data": {"symbol": symbol}})
+
+    assert manager.wanted_now(event("BTC/USDT:USDT")) is False
+    assert manager.wanted_now(event("SOL/USDT:USDT")) is True
+    assert manager.wanted_now(b"not json") is True
+    assert manager.wanted_now(orjson.dumps({"type": "order_update"})) is True
