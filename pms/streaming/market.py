@@ -226,6 +226,13 @@ class MarketStream:
 
     async def on_open(self, conn: Connection, reconnect: bool) -> None:
         self._conn = conn
+        # A change made while open() was connecting found no connection and left it to
+        # open(), whose URL was already built: subscribe the difference now.
+        want = stream_names(self.symbols, self.kinds)
+        if want != self._subscribed:
+            await self._command(conn, "UNSUBSCRIBE", sorted(self._subscribed - want))
+            await self._command(conn, "SUBSCRIBE", sorted(want - self._subscribed))
+            self._subscribed = want
         for symbol in self.symbols:
             self._resync(symbol, "connected")
 

@@ -191,3 +191,49 @@ def test_only_events_for_a_symbol_not_streamed_wake_the_subscription_refresh() -
     assert manager.wanted_now(event("SOL/USDT:USDT")) is True
     assert manager.wanted_now(b"not json") is True
     assert manager.wanted_now(orjson.dumps({"type": "order_update"})) is True
+
+
+def test_a_symbol_added_while_connecting_is_subscribed_on_the_new_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """set_symbols during open()'s connect finds no connection; open()'s URL was built
+    before: on_open subscribes what the URL missed (found as a SOL price that never came)."""
+    import asyncio
+
+    import pms.streaming.market as market_mod
+
+    sent: list[dict[str, object]] = []
+    urls: list[str] = []
+
+    class Conn:
+        async def send(self, text: str) -> None:
+            sent.append(orjson.loads(text))
+
+    async def main() -> None:
+        connecting = asyncio.Event()
+        proceed = asyncio.Event()
+
+        async def fake_connect(url: str, **_: object) -> Conn:
+            urls.append(url)
+            connecting.set()
+            await proceed.wait()
+            return Conn()
+
+        monkeypatch.setattr(market_mod, "connect", fake_connect)
+        cache = CacheWriter(None)  # type: ignore[arg-type]
+        stream = MarketStream(
+            "market", "ws://unused", MarketCache(cache, "p:"), None, StreamHealth("market"),  # type: ignore[arg-type]
+            ("markPrice@1s",),
+        )  # fmt: skip
+        stream._resync = lambda *a: None  # type: ignore[method-assign]  # no REST here
+        await stream.set_symbols({"BTC/USDT:USDT"})
+        opening = asyncio.create_task(stream.open())
+        await connecting.wait()
+        await stream.set_symbols({"BTC/USDT:USDT", "SOL/USDT:USDT"})  # no connection yet
+        proceed.set()
+        conn = await opening
+        await stream.on_open(conn, reconnect=False)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    assert "solusdt" not in urls[0]
+    assert [(m["method"], m["params"]) for m in sent] == [("SUBSCRIBE", ["solusdt@markPrice@1s"])]
