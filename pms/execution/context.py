@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from pms.clock import Clock
@@ -44,21 +44,36 @@ def rules_view(rules: RiskRules) -> RulesView:
     )
 
 
+# Built once (the risk monitor runs them after every booking).
+_OPEN_POSITIONS_OF = select(
+    Position.sub_account_id, Position.symbol, Position.qty, Position.entry_price, Position.leverage
+).where(Position.sub_account_id.in_(bindparam("ids", expanding=True)), Position.closed_at.is_(None))
+_OPEN_ORDERS_OF = (
+    select(
+        Order.sub_account_id,
+        Order.symbol,
+        Order.side,
+        Order.qty,
+        Order.filled_qty,
+        Order.price,
+        Order.leverage,
+        Order.reduce_only,
+    )
+    .where(
+        Order.sub_account_id.in_(bindparam("ids", expanding=True)),
+        Order.status.in_(OPEN_STATUSES),
+    )
+    .order_by(Order.id)
+)
+
+
 def open_positions(session: Session, sub_account_id: int) -> dict[str, RiskPosition]:
     return open_positions_of(session, [sub_account_id]).get(sub_account_id, {})
 
 
 def open_positions_of(session: Session, ids: list[int]) -> dict[int, dict[str, RiskPosition]]:
     """The open positions of these sub-accounts (one query), by sub-account and symbol."""
-    rows = session.execute(
-        select(
-            Position.sub_account_id,
-            Position.symbol,
-            Position.qty,
-            Position.entry_price,
-            Position.leverage,
-        ).where(Position.sub_account_id.in_(ids), Position.closed_at.is_(None))
-    )
+    rows = session.execute(_OPEN_POSITIONS_OF, {"ids": ids})
     out: dict[int, dict[str, RiskPosition]] = {}
     for sub_account_id, sym, qty, entry, lev in rows:
         out.setdefault(sub_account_id, {})[sym] = RiskPosition(
@@ -73,20 +88,7 @@ def open_orders(session: Session, sub_account_id: int) -> list[OpenOrder]:
 
 def open_orders_of(session: Session, ids: list[int]) -> dict[int, list[OpenOrder]]:
     """The working orders of these sub-accounts (one query, by order id), by sub-account."""
-    rows = session.execute(
-        select(
-            Order.sub_account_id,
-            Order.symbol,
-            Order.side,
-            Order.qty,
-            Order.filled_qty,
-            Order.price,
-            Order.leverage,
-            Order.reduce_only,
-        )
-        .where(Order.sub_account_id.in_(ids), Order.status.in_(OPEN_STATUSES))
-        .order_by(Order.id)
-    )
+    rows = session.execute(_OPEN_ORDERS_OF, {"ids": ids})
     out: dict[int, list[OpenOrder]] = {}
     for sub_account_id, sym, side, qty, filled, price, lev, ro in rows:
         if qty > filled:

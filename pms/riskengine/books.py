@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from pms.db.models import Order, Position, RiskRules, SubAccount
 from pms.domain.enums import AccountStatus, LiquidationMode, Tier
-from pms.execution.context import OPEN_STATUSES, open_orders_of, open_positions_of, rules_view
+from pms.execution.context import OPEN_STATUSES, open_orders_of, open_positions_of
 from pms.risk.snapshot import OpenOrder, RiskPosition
 from pms.risk.tiers import TierThresholds
 
@@ -55,6 +55,24 @@ def active_account_ids(session: Session) -> list[int]:
 
 
 _CHUNK = 1000  # ids per round of queries
+# Columns, not entities: a reload runs after every booking, and the ORM's per-row work
+# (identity map, two instances per row) was most of its cost.
+_ACCOUNTS_WITH_RULES = (
+    select(
+        SubAccount.id,
+        SubAccount.wallet_balance,
+        SubAccount.status,
+        SubAccount.tier,
+        RiskRules.liquidation_mode,
+        RiskRules.warning_ratio,
+        RiskRules.restricted_ratio,
+        RiskRules.adl1_ratio,
+        RiskRules.adl2_ratio,
+        RiskRules.liquidation_ratio,
+    )
+    .join(RiskRules, RiskRules.sub_account_id == SubAccount.id)
+    .where(SubAccount.id.in_(bindparam("ids", expanding=True)), ~SubAccount.is_house)
+)
 
 
 def load_books(session: Session, ids: Iterable[int]) -> dict[int, AccountBook]:
@@ -65,19 +83,20 @@ def load_books(session: Session, ids: Iterable[int]) -> dict[int, AccountBook]:
     books: dict[int, AccountBook] = {}
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
-        rows = session.execute(
-            select(SubAccount, RiskRules)
-            .join(RiskRules, RiskRules.sub_account_id == SubAccount.id)
-            .where(SubAccount.id.in_(chunk), ~SubAccount.is_house)
-        )
-        for account, rules in rows:
-            books[account.id] = AccountBook(
-                sub_account_id=account.id,
-                wallet=account.wallet_balance,
-                status=AccountStatus(account.status),
-                tier=Tier(account.tier),
-                mode=LiquidationMode(rules.liquidation_mode),
-                thresholds=rules_view(rules).thresholds,
+        for row in session.execute(_ACCOUNTS_WITH_RULES, {"ids": chunk}):
+            books[row.id] = AccountBook(
+                sub_account_id=row.id,
+                wallet=row.wallet_balance,
+                status=AccountStatus(row.status),
+                tier=Tier(row.tier),
+                mode=LiquidationMode(row.liquidation_mode),
+                thresholds=TierThresholds(
+                    warning=row.warning_ratio,
+                    restricted=row.restricted_ratio,
+                    adl1=row.adl1_ratio,
+                    adl2=row.adl2_ratio,
+                    liquidation=row.liquidation_ratio,
+                ),
             )
         found = [i for i in chunk if i in books]
         if not found:
