@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from typing import Protocol
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -27,6 +28,31 @@ from pms.risk.tiers import TierThresholds
 OPEN_STATUSES = [s.value for s in OrderStatus if s.is_open]
 
 
+class _Ratios(Protocol):
+    """Where the tier thresholds come from: a ``RiskRules`` row, ORM entity or columns."""
+
+    @property
+    def warning_ratio(self) -> Decimal: ...
+    @property
+    def restricted_ratio(self) -> Decimal: ...
+    @property
+    def adl1_ratio(self) -> Decimal: ...
+    @property
+    def adl2_ratio(self) -> Decimal: ...
+    @property
+    def liquidation_ratio(self) -> Decimal: ...
+
+
+def thresholds_of(rules: _Ratios) -> TierThresholds:
+    return TierThresholds(
+        warning=rules.warning_ratio,
+        restricted=rules.restricted_ratio,
+        adl1=rules.adl1_ratio,
+        adl2=rules.adl2_ratio,
+        liquidation=rules.liquidation_ratio,
+    )
+
+
 def rules_view(rules: RiskRules) -> RulesView:
     return RulesView(
         max_leverage=rules.max_leverage,
@@ -34,13 +60,7 @@ def rules_view(rules: RiskRules) -> RulesView:
         max_exposure_multiple=rules.max_exposure_multiple,
         price_band_bps=rules.price_band_bps,
         max_orders_per_window=rules.max_orders_per_minute,
-        thresholds=TierThresholds(
-            warning=rules.warning_ratio,
-            restricted=rules.restricted_ratio,
-            adl1=rules.adl1_ratio,
-            adl2=rules.adl2_ratio,
-            liquidation=rules.liquidation_ratio,
-        ),
+        thresholds=thresholds_of(rules),
     )
 
 

@@ -13,7 +13,12 @@ from sqlalchemy.orm import Session
 
 from pms.db.models import Order, Position, RiskRules, SubAccount
 from pms.domain.enums import AccountStatus, LiquidationMode, Tier
-from pms.execution.context import OPEN_STATUSES, open_orders_of, open_positions_of
+from pms.execution.context import (
+    OPEN_STATUSES,
+    open_orders_of,
+    open_positions_of,
+    thresholds_of,
+)
 from pms.risk.snapshot import OpenOrder, RiskPosition
 from pms.risk.tiers import TierThresholds
 
@@ -90,13 +95,7 @@ def load_books(session: Session, ids: Iterable[int]) -> dict[int, AccountBook]:
                 status=AccountStatus(row.status),
                 tier=Tier(row.tier),
                 mode=LiquidationMode(row.liquidation_mode),
-                thresholds=TierThresholds(
-                    warning=row.warning_ratio,
-                    restricted=row.restricted_ratio,
-                    adl1=row.adl1_ratio,
-                    adl2=row.adl2_ratio,
-                    liquidation=row.liquidation_ratio,
-                ),
+                thresholds=thresholds_of(row),
             )
         found = [i for i in chunk if i in books]
         if not found:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -219,36 +220,21 @@ def test_the_house_may_go_below_zero_and_never_insures_itself(
 
 
 def _account_state(factory: sessionmaker[Session], sub: int) -> dict[str, object]:
-    """Everything a booking writes for one sub-account, without ids and times."""
+    """Everything a booking writes for one sub-account, without ids."""
     with unit_of_work(factory) as s:
+
+        def rows(model: Any, *attrs: str) -> list[tuple[object, ...]]:
+            query = select(model).where(model.sub_account_id == sub).order_by(model.id)
+            return [tuple(getattr(r, a) for a in attrs) for r in s.execute(query).scalars()]
+
         return {
             "wallet": get_account(s, sub).wallet_balance,
-            "positions": [
-                (p.symbol, p.qty, p.entry_price, p.realized_pnl, p.fees_paid, p.closed_at is None)
-                for p in s.execute(
-                    select(Position).where(Position.sub_account_id == sub).order_by(Position.id)
-                ).scalars()
-            ],
-            "ledger": [
-                (e.kind, e.amount, e.balance_after)
-                for e in s.execute(
-                    select(LedgerEntry)
-                    .where(LedgerEntry.sub_account_id == sub)
-                    .order_by(LedgerEntry.id)
-                ).scalars()
-            ],
-            "fills": [
-                (f.qty, f.price, f.fee, f.realized_pnl, f.side)
-                for f in s.execute(
-                    select(Fill).where(Fill.sub_account_id == sub).order_by(Fill.id)
-                ).scalars()
-            ],
-            "orders": [
-                (o.status, o.filled_qty, o.avg_price)
-                for o in s.execute(
-                    select(Order).where(Order.sub_account_id == sub).order_by(Order.id)
-                ).scalars()
-            ],
+            "positions": rows(
+                Position, "symbol", "qty", "entry_price", "realized_pnl", "fees_paid", "closed_at"
+            ),
+            "ledger": rows(LedgerEntry, "kind", "amount", "balance_after"),
+            "fills": rows(Fill, "qty", "price", "fee", "realized_pnl", "side"),
+            "orders": rows(Order, "status", "filled_qty", "avg_price"),
         }
 
 
