@@ -228,3 +228,15 @@ def test_firehose_delivers(sim: SimServer) -> None:
         finally:
             sim.admin("/sim/firehose", {"rate": 0})
     assert {m["stream"] for m in got} == {"btcusdt@bookTicker", "ethusdt@bookTicker"}
+
+
+def test_taking_the_whole_top_level_moves_the_book_ticker(sim: SimServer, ex: Any) -> None:
+    """A market order that takes the best bid whole: its response is normal and the next
+    bookTicker quotes the next level (the ticker used to read the emptied top level, raise,
+    and turn the order's response into a 500 after the fill)."""
+    with connect(f"{sim.ws_url}/ws/btcusdt@bookTicker") as ws:
+        top_price, top_qty = ex.fetch_order_book(BTC, 5)["bids"][0][:2]
+        order = ex.create_order(BTC, "market", "sell", top_qty)
+        assert order["status"] == "closed" and order["filled"] == top_qty
+        ticker = recv_until(ws, lambda m: m.get("e") == "bookTicker")
+        assert float(ticker["b"]) < top_price < float(ticker["a"])
