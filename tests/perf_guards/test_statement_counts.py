@@ -61,3 +61,73 @@ def test_market_order_statement_and_exchange_call_counts(
     orders = [c for c in calls if c != "fapiPublicGetPremiumIndex"]  # price refresh may occur
     assert len(orders) <= MAX_EXCHANGE_CALLS_MARKET_ORDER, calls
     assert len(statements) <= MAX_STATEMENTS_MARKET_ORDER, "\n".join(statements)
+
+
+# A take of the user stream's fills (pms.streaming.fills): the accounts and orders locked
+# straight from the trades, the accounts' open positions, then per fill its INSERT and the
+# one statement of its writes (docs/performance.md, Session 4).
+TAKE_STATEMENTS = 3
+PER_FILL_STATEMENTS = 2
+
+
+def test_a_take_of_fills_costs_three_statements_and_two_per_fill(
+    app: App, trader: Callable[..., Trader]
+) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from pms.db.models import Order
+    from pms.db.session import unit_of_work
+    from pms.domain.enums import Side
+    from pms.exchange.model import TradeReport
+    from pms.execution.booking import book_fills
+
+    accounts = [trader("100000").sub_account_id for _ in range(2)]
+    coids = []
+    with unit_of_work(app.sessions) as s:
+        for n in range(4):
+            coid = f"pms-g{uuid.uuid4().hex[:10]}"
+            s.add(
+                Order(
+                    client_order_id=coid,
+                    sub_account_id=accounts[n % 2],
+                    symbol=BTC,
+                    side="BUY",
+                    type="MARKET",
+                    qty=Decimal("0.002"),
+                    leverage=10,
+                    status="NEW",
+                    filled_qty=Decimal(0),
+                )
+            )
+            coids.append(coid)
+    trades = [
+        TradeReport(
+            symbol=BTC,
+            trade_id=f"g{uuid.uuid4().hex[:10]}",
+            exchange_order_id=f"g{n}{uuid.uuid4().hex[:6]}",
+            client_order_id=coid,
+            side=Side.BUY,
+            qty=Decimal("0.002"),
+            price=Decimal("60000"),
+            fee=Decimal("0.048"),
+            fee_asset="USDT",
+            is_maker=False,
+            traded_at=datetime.now(UTC),
+        )
+        for n, coid in enumerate(coids)
+    ]
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(app.db, "before_cursor_execute", count)
+    try:
+        with unit_of_work(app.sessions) as s:
+            booked = book_fills(s, trades, "stream")
+    finally:
+        event.remove(app.db, "before_cursor_execute", count)
+    assert all(b is not None for b in booked)
+    bound = TAKE_STATEMENTS + PER_FILL_STATEMENTS * len(trades)
+    assert len(statements) <= bound, "\n".join(statements)
