@@ -8,10 +8,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import event
-
 from pms.app import App
 from pms.commands import schemas as cmd
+from tests.support import statements_on
 from tests.trading.conftest import BTC, Trader
 
 # A market order that opens or adds to a position with one fill.
@@ -26,11 +25,6 @@ def test_market_order_statement_and_exchange_call_counts(
     app: App, trader: Callable[..., Trader]
 ) -> None:
     t = trader("100000")
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(args[2])
-
     calls: list[str] = []
     real_call = app.exchange._call  # type: ignore[attr-defined]
 
@@ -50,12 +44,11 @@ def test_market_order_statement_and_exchange_call_counts(
         )
 
     assert order()["ok"]  # warm: instruments, time sync, prices
-    event.listen(app.db, "before_cursor_execute", count)
     app.exchange._call = counting_call  # type: ignore[attr-defined]
     try:
-        result = order()
+        with statements_on(app.db) as statements:
+            result = order()
     finally:
-        event.remove(app.db, "before_cursor_execute", count)
         app.exchange._call = real_call  # type: ignore[attr-defined]
     assert result["ok"] and result["data"]["status"] == "FILLED", result
     orders = [c for c in calls if c != "fapiPublicGetPremiumIndex"]  # price refresh may occur
@@ -117,17 +110,8 @@ def test_a_take_of_fills_costs_three_statements_and_two_per_fill(
         )
         for n, coid in enumerate(coids)
     ]
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(app.db, "before_cursor_execute", count)
-    try:
-        with unit_of_work(app.sessions) as s:
-            booked = book_fills(s, trades, "stream")
-    finally:
-        event.remove(app.db, "before_cursor_execute", count)
+    with statements_on(app.db) as statements, unit_of_work(app.sessions) as s:
+        booked = book_fills(s, trades, "stream")
     assert all(b is not None for b in booked)
     bound = TAKE_STATEMENTS + PER_FILL_STATEMENTS * len(trades)
     assert len(statements) <= bound, "\n".join(statements)

@@ -6,9 +6,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal as D
-from typing import Any
-
-from sqlalchemy import event
 
 from pms.accounts.service import house_account
 from pms.app import App
@@ -18,6 +15,7 @@ from pms.domain.enums import Side
 from pms.risk.snapshot import OpenOrder, RiskPosition
 from pms.riskengine.books import load_book, load_books
 from tests.factories import funded_account
+from tests.support import statements_on
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
 
@@ -68,17 +66,8 @@ def test_books_of_many_accounts_in_three_queries(app: App) -> None:
             ]
         )
 
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(app.db, "before_cursor_execute", count)
-    try:
-        with unit_of_work(app.sessions) as s:
-            books = load_books(s, [c, b, a, house, 10**9, a])
-    finally:
-        event.remove(app.db, "before_cursor_execute", count)
+    with statements_on(app.db) as statements, unit_of_work(app.sessions) as s:
+        books = load_books(s, [c, b, a, house, 10**9, a])
 
     assert len(statements) == 3, statements
     assert sorted(books) == sorted([a, b, c])  # not the house, not an unknown id

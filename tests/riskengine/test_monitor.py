@@ -47,11 +47,12 @@ INSTRUMENT = Instrument(
 )
 
 
-def monitor(
-    settings: Settings, client: redis.Redis, clock: TestClock, asked: list[tuple[int, str]]
+def new_monitor(
+    client: redis.Redis, clock: TestClock, prefix: str, asked: list[tuple[int, str]]
 ) -> RiskMonitor:
-    prefix = f"{settings.redis_prefix}mon-{uuid.uuid4().hex[:6]}:"
-    m = RiskMonitor(
+    """A monitor without Postgres, its keys under ``prefix``; enforcement requests go to
+    ``asked``."""
+    return RiskMonitor(
         client,
         None,
         lambda: {BTC: INSTRUMENT},
@@ -60,6 +61,12 @@ def monitor(
         lambda s, r: asked.append((s, r)),
         prefix=prefix,
     )  # type: ignore[arg-type]
+
+
+def monitor(
+    settings: Settings, client: redis.Redis, clock: TestClock, asked: list[tuple[int, str]]
+) -> RiskMonitor:
+    m = new_monitor(client, clock, f"{settings.redis_prefix}mon-{uuid.uuid4().hex[:6]}:", asked)
     m.marks = {BTC: D(60_000)}
     m.install(
         [
@@ -137,15 +144,7 @@ def test_every_snapshot_of_a_pass_is_stored_as_rendered(
 ) -> None:
     clock = TestClock()
     prefix = f"{settings.redis_prefix}mon-{uuid.uuid4().hex[:6]}-ü:"  # not ASCII: bytes ≠ chars
-    m = RiskMonitor(
-        redis_client,
-        None,
-        lambda: {BTC: INSTRUMENT},
-        EventPublisher(redis_client, clock, prefix=prefix),
-        clock,
-        lambda s, r: None,
-        prefix=prefix,
-    )  # type: ignore[arg-type]
+    m = new_monitor(redis_client, clock, prefix, [])
     books = _books(2 * WRITE_SLICE + 17)  # several MSET slices, the last one short
     m.marks = {BTC: D(60_000)}
     m.install(books)
