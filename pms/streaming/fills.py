@@ -193,20 +193,19 @@ class FillSink:
         the take by a fill of the same order adds nothing the fill does not set, so it is
         skipped.
         """
-        filled = {u.client_order_id for u in updates if u.trade is not None}
-        trades = [u for u in updates if u.trade is not None]
+        trades = [u.trade for u in updates if u.trade is not None]
+        filled = {t.client_order_id for t in trades}
         others = [
             u
             for u in updates
             if u.trade is None and not (u.execution_type == "NEW" and u.client_order_id in filled)
         ]
         with unit_of_work(self._sessions) as s:
-            booked = book_fills(s, [u.trade for u in trades if u.trade is not None], "stream")
+            booked = book_fills(s, trades, "stream")
             now = self._clock.now()
             views = [apply_order_update(s, u, now) for u in others]
         done = []
-        for update, result in zip(trades, booked, strict=True):
-            assert update.trade is not None
+        for trade, result in zip(trades, booked, strict=True):
             if result is None:
                 self.duplicates += 1
                 FILLS.labels("duplicate").inc()
@@ -217,8 +216,8 @@ class FillSink:
             log.info(
                 "fill booked from stream",
                 subAccountId=result.sub_account_id,
-                clientOrderId=update.client_order_id,
-                tradeId=update.trade.trade_id,
+                clientOrderId=trade.client_order_id,
+                tradeId=trade.trade_id,
             )
         self._notifier.booked_many(done)
         for view in views:

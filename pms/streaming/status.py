@@ -233,7 +233,7 @@ class UserStreamWatch:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._live = False
-        self._next = float("-inf")
+        self._next = float("-inf")  # float-ok: a monotonic-clock deadline, not money
 
     def __call__(self) -> bool:
         now = self._monotonic()
