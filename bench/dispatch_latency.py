@@ -6,7 +6,7 @@ Three runs on one Redis, each with its own namespace, each against a real worker
 (1 process × 4 threads) except the baseline:
 
 (a) ``FastRedisBroker`` (pms.messaging.broker): the producer writes the gateway's MULTI
-    (HSET + RPUSH + PUBLISH wake), the actor records ``perf_counter_ns() - t_enqueue``;
+    (HSET + RPUSH in one MULTI), the actor records ``perf_counter_ns() - t_enqueue``;
 (b) stock Dramatiq ``RedisBroker`` with default settings (polling consumer, backoff to 1 s);
 (c) baseline: a raw Redis list round trip, RPUSH → BLPOP in another process.
 

@@ -1,32 +1,32 @@
-"""A Dramatiq Redis broker whose consumers block on a wake-up signal instead of sleeping.
+"""A Dramatiq Redis broker whose consumers block in Redis instead of sleeping.
 
 Stock ``RedisBroker`` consumers poll: an empty fetch sleeps with exponential backoff up to
 ``worker_timeout`` (1 s), so enqueue → actor start is milliseconds to hundreds of ms. This
-broker keeps everything else of Dramatiq (wire format, the Lua ``dispatch`` script, ack sets,
-heartbeats, dead letters, the dashboard) and changes two things:
+broker keeps everything else of Dramatiq (wire format, ack sets, the Lua ``dispatch`` script
+for acks, nacks and requeues, dead letters, the dashboard) and changes two things:
 
-**Wake-up.** Every enqueue (ours, the Node client's, a re-queue, a redelivery) is one MULTI:
-``HSET ns:Q.msgs`` + ``RPUSH ns:Q`` + ``PUBLISH ns:Q.wake 1``. Each consumer keeps one
-subscription to ``ns:Q.wake``. It fetches first (the stock Lua ``dispatch``: LPOP, ack set,
-HMGET); when that is empty it waits on the subscription socket for at most
-``fallback_poll_ms`` (50 ms, a client-side ``select``, exact) and fetches again as soon as a
-signal arrives. A signal published while the consumer is busy stays buffered on its socket, so
-no wake-up is lost; buffered signals are drained before each fetch so a burst costs one fetch.
-A producer that writes only HSET + RPUSH is served by the fallback poll (1 s on delay queues,
-which only Dramatiq itself feeds). A consumer whose
-prefetch is full ignores signals and waits for one of its own acks instead.
-
-Why not ``BLPOP`` on a wake list: Redis checks blocking timeouts in its cron (``hz`` 10), so a
-50 ms ``BLPOP`` returns after 100-140 ms; the fallback would not be ≤ 50 ms. Pub/sub also
-leaves nothing to accumulate when no consumer runs.
+**Blocking claim.** A producer writes what stock Dramatiq writes: ``HSET ns:Q.msgs`` +
+``RPUSH ns:Q`` in one MULTI. Each consumer owns one connection on which it sends, back to
+back, ``BLMOVE ns:Q ns:__claims__.{broker}.Q LEFT RIGHT timeout`` and an ``EVALSHA`` of
+:data:`CLAIM_SCRIPT`. Redis runs the script as soon as the BLMOVE returns, without another
+network round trip: it moves the claimed id (and up to ``room - 1`` more from the queue) into
+the broker's ack set, exactly where the stock fetch puts them, and returns the payloads. An
+enqueue therefore reaches an idle consumer in one hop, like ``RPUSH`` → ``BLPOP``, and only one
+blocked consumer is woken per message (Redis serves blocked clients in order). When the
+BLMOVE times out (``fallback_poll_ms``, 100 ms; Redis checks blocking timeouts in its 10 Hz
+cron) the consumer returns ``None`` so Dramatiq's consumer thread can check for shutdown and
+due delayed messages. An id is in the claim list only between the BLMOVE and the script; if
+the script is missing (Redis restarted) the consumer loads it and claims the list again, and a
+dead broker's claim lists are swept like its ack sets. A consumer whose prefetch is full does
+not claim; it waits for one of its own acks.
 
 **Crash redelivery.** The stock lottery maintenance (1 in 1000 calls, calling queue only,
 ``heartbeat_timeout`` 60 s) is disabled. Instead each process runs :data:`MAINT_SCRIPT`
 every ``maintenance_interval_ms`` (1 s): it refreshes this process's heartbeat, and for every
-broker silent for ``heartbeat_timeout_ms`` (5 s) re-queues (with wake tokens) its
-unacked messages on *every declared queue* and its delay queue, then forgets it. It never
-calls ``KEYS``. All processes of a namespace must declare the same queues
-(``workers.broker`` does). A SIGKILLed worker's command is redelivered ~5-6 s later.
+broker silent for ``heartbeat_timeout_ms`` (5 s) re-queues its unacked (and claimed) messages
+on *every declared queue* and its delay queue, then forgets it. It never calls ``KEYS``. All
+processes of a namespace must declare the same queues (``workers.broker`` does). A SIGKILLed
+worker's command is redelivered ~5-6 s later.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import collections
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import dramatiq
@@ -54,10 +54,12 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_HEARTBEAT_TIMEOUT_MS = 5_000
 DEFAULT_MAINTENANCE_INTERVAL_MS = 1_000
-DEFAULT_FALLBACK_POLL_MS = 50
-# Delay queues (``Q.DQ``) are fed by Dramatiq itself, always through ``do_enqueue`` (which
-# publishes the wake signal), so their fallback poll only paces the consumer thread's check of
-# due delayed messages: once a second is enough and keeps idle consumers off the CPU.
+# Redis checks blocking timeouts in its cron (``hz`` 10): a BLMOVE returns 0-100 ms after its
+# timeout, so asking for less than 100 ms buys nothing.
+DEFAULT_FALLBACK_POLL_MS = 100
+# Delay queues (``Q.DQ``) are fed by Dramatiq itself; a message there wakes the consumer at
+# once like any other, so their timeout only paces the consumer thread's check of due delayed
+# messages: once a second is enough and keeps idle consumers off the CPU.
 DELAY_QUEUE_POLL_MS = 1_000
 
 # KEYS[1] = namespace
@@ -73,24 +75,19 @@ for i = 1, #dead do
   local w = dead[i]
   for j = 6, #ARGV do
     local q = ARGV[j]
+    local qk = ns .. ":" .. q
+    local mk = qk .. ".msgs"
+    local claims = ns .. ":__claims__." .. w .. "." .. q
     local acks = ns .. ":__acks__." .. w .. "." .. q
-    local ids = redis.call("smembers", acks)
-    if #ids > 0 then
-      local qk = ns .. ":" .. q
-      local mk = qk .. ".msgs"
-      local n = 0
-      for _, id in ipairs(ids) do
-        if redis.call("hexists", mk, id) == 1 then
-          redis.call("rpush", qk, id)
-          n = n + 1
-        end
-      end
-      redis.call("del", acks)
-      if n > 0 then
-        redis.call("publish", qk .. ".wake", "1")
-        requeued = requeued + n
+    local ids = redis.call("lrange", claims, 0, -1)
+    for _, id in ipairs(redis.call("smembers", acks)) do ids[#ids + 1] = id end
+    for _, id in ipairs(ids) do
+      if redis.call("hexists", mk, id) == 1 then
+        redis.call("rpush", qk, id)
+        requeued = requeued + 1
       end
     end
+    redis.call("del", acks, claims)
   end
   redis.call("zrem", hb, w)
 end
@@ -109,21 +106,30 @@ end
 return requeued
 """
 
-# The stock dispatch ``fetch`` (LPOP, SADD to the ack set, HMGET) without the stock script's
-# per-call preamble (heartbeat ZADD, eight arguments, key building in Lua): the heartbeat is
-# MAINT_SCRIPT's job. Same keys, same ack-set semantics, so acks, nacks, the sweep and the
+# The stock dispatch ``fetch`` (LPOP, SADD to the ack set, HMGET), run right after the BLMOVE
+# that claimed one id into this consumer's claim list, without the stock script's per-call
+# preamble (heartbeat ZADD, eight arguments, key building in Lua: the heartbeat is
+# MAINT_SCRIPT's job). Same keys, same ack-set semantics, so acks, nacks, the sweep and the
 # dashboard see exactly what the stock fetch leaves behind.
-# KEYS = queue list, ack set, message hash; ARGV = count
-FETCH_SCRIPT = """
-local ids = redis.call("lpop", KEYS[1], ARGV[1])
-if not ids then return {} end
-redis.call("sadd", KEYS[2], unpack(ids))
-return redis.call("hmget", KEYS[3], unpack(ids))
+# KEYS = claim list, queue list, ack set, message hash; ARGV = how many ids at most
+CLAIM_SCRIPT = """
+local ids = redis.call("lrange", KEYS[1], 0, -1)
+if #ids > 0 then redis.call("del", KEYS[1]) end
+local more = tonumber(ARGV[1]) - #ids
+if more > 0 then
+  local extra = redis.call("lpop", KEYS[2], more)
+  if extra then
+    for _, id in ipairs(extra) do ids[#ids + 1] = id end
+  end
+end
+if #ids == 0 then return {} end
+redis.call("sadd", KEYS[3], unpack(ids))
+return redis.call("hmget", KEYS[4], unpack(ids))
 """
 
 
 class FastRedisBroker(RedisBroker):
-    """``RedisBroker`` with wake-up consumers and deterministic crash redelivery.
+    """``RedisBroker`` with blocking-claim consumers and deterministic crash redelivery.
 
     Construct it with :func:`build_broker`.
     """
@@ -150,32 +156,44 @@ class FastRedisBroker(RedisBroker):
         self.fallback_poll_ms = fallback_poll_ms
         self.maintenance_interval_ms = maintenance_interval_ms
         self._maint = self.client.register_script(MAINT_SCRIPT)
-        self._fetch = self.client.register_script(FETCH_SCRIPT)
+        self._claim = self.client.register_script(CLAIM_SCRIPT)
         self._maint_lock = threading.Lock()
         self._next_maint = 0.0
 
     @property
-    def consumer_class(self) -> type[WakeConsumer]:
-        return WakeConsumer
+    def consumer_class(self) -> type[BlockingClaimConsumer]:
+        return BlockingClaimConsumer
 
     def do_enqueue(self, queue_name: str, message_id: str, data: bytes) -> None:
         wire.enqueue_fast(self.client, self.namespace, queue_name, message_id, data)
 
+    def acks_key(self, queue_name: str) -> str:
+        return f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
+
+    def claims_key(self, queue_name: str) -> str:
+        return f"{self.namespace}:__claims__.{self.broker_id}.{queue_name}"
+
+    def claim_keys(self, queue_name: str) -> list[str]:
+        """CLAIM_SCRIPT's keys for ``queue_name``."""
+        return [
+            self.claims_key(queue_name),
+            wire.queue_key(self.namespace, queue_name),
+            self.acks_key(queue_name),
+            wire.msgs_key(self.namespace, queue_name),
+        ]
+
+    @property
+    def claim_sha(self) -> str:
+        sha: str = self._claim.sha
+        return sha
+
     def do_fetch(self, queue_name: str, count: int) -> list[bytes | None]:
-        """Move up to ``count`` message ids to this broker's ack set; return their payloads."""
-        fetched: list[bytes | None] = self._fetch(
-            keys=[
-                wire.queue_key(self.namespace, queue_name),
-                f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}",
-                wire.msgs_key(self.namespace, queue_name),
-            ],
-            args=[min(count, 1000)],  # unpack() stays far below Lua's stack limit
+        """Without blocking, move up to ``count`` message ids (those this broker's consumer
+        left claimed first) to this broker's ack set; return their payloads."""
+        fetched: list[bytes | None] = self._claim(
+            keys=self.claim_keys(queue_name), args=[max(1, min(count, 1000))]
         )
         return fetched
-
-    def wake(self, queue_name: str) -> None:
-        """Signal the consumers of ``queue_name`` that messages are waiting."""
-        self.client.publish(wire.wake_channel(self.namespace, queue_name), "1")
 
     def all_queue_names(self) -> list[str]:
         """Declared queues and their delay queues, sorted."""
@@ -214,8 +232,8 @@ class FastRedisBroker(RedisBroker):
         return requeued
 
 
-class WakeConsumer(dramatiq.Consumer):
-    """Fetch through the Lua dispatch; when empty, wait for ``ns:Q.wake`` (≤ fallback)."""
+class BlockingClaimConsumer(dramatiq.Consumer):
+    """Claim through ``BLMOVE`` + :data:`CLAIM_SCRIPT` on a connection of its own."""
 
     def __init__(self, broker: FastRedisBroker, queue_name: str, prefetch: int, timeout: int):
         self.broker = broker
@@ -228,14 +246,12 @@ class WakeConsumer(dramatiq.Consumer):
         self.message_cache: collections.deque[bytes | None] = collections.deque()
         self.queued_message_ids: set[str] = set()
         self._room = threading.Event()
-        self._wake_channel = wire.wake_channel(broker.namespace, queue_name)
-        self._pubsub: redis.client.PubSub | None = None
+        self._keys = broker.claim_keys(queue_name)
+        # A redis-py ``Connection`` (untyped in redis-py, hence Any).
+        self._conn: Any = None
+        # The packed BLMOVE + EVALSHA pair, by room: packed once, written with one send.
+        self._packed: dict[int, list[bytes | memoryview]] = {}
         self._errors = 0
-        # True after a fetch that returned less than it asked for: the queue was empty at that
-        # moment, so the next message to arrive brings its own wake token. The consumer then
-        # goes straight back to the socket instead of fetching again, which keeps the consumer
-        # thread off the GIL while the worker thread starts the message it just handed over.
-        self._drained = False
 
     @property
     def outstanding_message_count(self) -> int:
@@ -265,8 +281,7 @@ class WakeConsumer(dramatiq.Consumer):
         if not ids:
             return
         try:
-            self.broker.do_requeue(self.queue_name, *ids)
-            self.broker.wake(self.queue_name)
+            self.broker.do_requeue(self.queue_name, *ids)  # an RPUSH: wakes a blocked consumer
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
 
@@ -277,7 +292,7 @@ class WakeConsumer(dramatiq.Consumer):
             # Redis went away (restart, CLIENT KILL, network): back off and keep going rather
             # than letting ConsumerThread drop its in-memory delay queue and sleep 3 s.
             self._errors += 1
-            self._drop_subscription()
+            self._drop_connection()
             delay = min(0.05 * 2**self._errors, 2.0)
             log.warning(
                 "consumer lost redis", queue=self.queue_name, error=str(exc), retry_in_s=delay
@@ -300,38 +315,52 @@ class WakeConsumer(dramatiq.Consumer):
                 return dramatiq.MessageProxy(message)
 
             self.broker.maintain()
-            pubsub = self._subscription()
-            if self._drained:
-                self._drained = False
-                if pubsub.get_message(timeout=self.wait_s) is None:
-                    return None  # fallback poll: fetch on the next call
-                continue
-
             self._room.clear()
             room = self.prefetch - self.outstanding_message_count
             if room <= 0:
-                # Full: leave wake tokens to idle consumers; wait for one of our acks.
+                # Full: leave the queue to idle consumers; wait for one of our acks.
                 self._room.wait(self.wait_s)
                 return None
 
-            # Signals buffered while we were busy are covered by the fetch below.
-            while pubsub.get_message(timeout=0) is not None:
-                pass
-            fetched: Sequence[bytes | None] = self.broker.do_fetch(self.queue_name, room)
+            fetched = self._claim(room)
             self._errors = 0
-            if fetched:
-                self.message_cache.extend(fetched)
-                self._drained = len(fetched) < room
-                continue
+            if not fetched:
+                return None  # timed out: ConsumerThread checks shutdown and delayed messages
+            self.message_cache.extend(fetched)
 
-            if pubsub.get_message(timeout=self.wait_s) is None:
-                return None  # fallback poll: ConsumerThread checks shutdown and delayed messages
+    def _claim(self, room: int) -> list[bytes | None]:
+        """Block until a message is queued (≤ ``wait_s``), then claim up to ``room`` ids."""
+        conn = self._connection()
+        packed = self._packed.get(room)
+        if packed is None:
+            packed = self._packed[room] = conn.pack_commands(
+                [
+                    ("BLMOVE", self._keys[1], self._keys[0], "LEFT", "RIGHT", self.wait_s),
+                    ("EVALSHA", self.broker.claim_sha, 4, *self._keys, room),
+                ]
+            )
+        conn.send_packed_command(packed)
+        conn.read_response()  # the id moved, or None on timeout: the script's reply says all
+        try:
+            fetched: list[bytes | None] = conn.read_response()
+        except redis.exceptions.NoScriptError:
+            # Redis restarted and lost its script cache; what BLMOVE moved waits in our claim
+            # list, and the (re-loading) call below claims it.
+            fetched = self.broker.do_fetch(self.queue_name, room)
+        return fetched
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            # A connection of our own: it sits in BLMOVE while the pool serves everyone else.
+            self._conn = self.broker.client.connection_pool.make_connection()
+            self._conn.connect()
+        return self._conn
 
     def _dead_letter_undecodable(self, data: bytes) -> None:
         """A payload that is not a Dramatiq message (hostile or corrupt producer) must not
         stall the consumer nor come back after a restart: find its id among this consumer's
         unacked messages and move it to the dead-letter queue."""
-        acks = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+        acks = self.broker.acks_key(self.queue_name)
         msgs = wire.msgs_key(self.broker.namespace, self.queue_name)
         for raw_id in self.broker.client.smembers(acks):
             if self.broker.client.hget(msgs, raw_id) == data:
@@ -345,22 +374,15 @@ class WakeConsumer(dramatiq.Consumer):
                 return
         log.error("undecodable message dropped: its id was not found", queue=self.queue_name)
 
-    def _subscription(self) -> redis.client.PubSub:
-        if self._pubsub is None:
-            pubsub = self.broker.client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(self._wake_channel)
-            self._pubsub = pubsub
-        return self._pubsub
-
     def close(self) -> None:
         self._room.set()
-        self._drop_subscription()
+        self._drop_connection()
 
-    def _drop_subscription(self) -> None:
-        if self._pubsub is not None:
-            with contextlib.suppress(redis.RedisError):
-                self._pubsub.close()
-            self._pubsub = None
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                self._conn.disconnect()
+            self._conn = None
 
 
 def build_broker(

@@ -122,7 +122,7 @@ class PmsClient {
 
   /**
    * Enqueue a command without waiting; resolves with the message written.
-   * MULTI: HSET ns:Q.msgs, RPUSH ns:Q, PUBLISH ns:Q.wake.
+   * MULTI: HSET ns:Q.msgs, RPUSH ns:Q (what stock Dramatiq writes).
    */
   async enqueue(command, { actor, queue, messageId } = {}) {
     const message = buildMessage(actor, command, { queue, messageId });
@@ -135,8 +135,7 @@ class PmsClient {
     const rid = message.options.redis_message_id;
     return multi
       .hset(`${q}.msgs`, rid, JSON.stringify(message))
-      .rpush(q, rid)
-      .publish(`${q}.wake`, '1');
+      .rpush(q, rid);
   }
 
   /**
