@@ -1,11 +1,13 @@
 """Actor module for the crash-redelivery test: ``pms worker --module tests.messaging.kill_actors``.
 
-``slow_job``: the first attempt hangs (the test SIGKILLs its worker); later attempts finish and
-record the completion once per run in a Redis list.
+``slow_job``: the first attempt records its worker's process group and hangs (the test
+SIGKILLs that group); later attempts finish and record the completion once per run in a Redis
+list.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -23,5 +25,6 @@ def slow_job(command: dict[str, Any]) -> None:
     attempt = _client.incr(settings.key(f"test:attempts:{job}"))
     _client.rpush(settings.key(f"test:started:{job}"), attempt)
     if attempt == 1:
+        _client.set(settings.key(f"test:group:{job}"), os.getpgrp())
         time.sleep(120)  # killed here
     _client.rpush(settings.key(f"test:done:{job}"), attempt)
