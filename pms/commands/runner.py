@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pms.clock import Clock
 from pms.commands.schemas import MAX_COMMAND_BYTES, parse_command
+from pms.db.folding import execute_and_commit
 from pms.db.models import Request
 from pms.errors import DuplicateRequest, PmsError, RetryableError, ValidationError
 from pms.messaging import results
@@ -184,7 +185,8 @@ class CommandRunner:
                             within_sql, within_params = deferred.within
                             sql = f"WITH within AS ({within_sql}) {sql}"
                             params |= within_params
-                        session.connection().exec_driver_sql(sql, params)
+                        # The transaction's last statement: sent with its COMMIT.
+                        execute_and_commit(session.connection(), sql, params)
                     except Exception as exc:
                         raise _OutcomeNotRecorded from exc
         except _OutcomeNotRecorded:

@@ -12,11 +12,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pms.config import Settings
-from pms.db import prepared
+from pms.db import folding, prepared
 from pms.errors import ConfigError
 
 # A pooled connection idle for longer than this is checked (``SELECT 1``) before it is
@@ -24,7 +25,9 @@ from pms.errors import ConfigError
 IDLE_PING_S = 1.0
 
 
-def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
+def make_engine(
+    settings: Settings, *, pool_size: int = 5, connect_args: dict[str, Any] | None = None
+) -> Engine:
     """The engine, with a liveness check only for connections that sat idle.
 
     SQLAlchemy's ``pool_pre_ping`` costs a round trip on every checkout (three per order). Here
@@ -33,9 +36,13 @@ def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
     Postgres restarts while connections are hot, the first statement on one of them fails as
     a disconnect, which makes SQLAlchemy invalidate every connection of the pool: that one
     command answers a retryable error and the next ones reconnect.
+
+    A psycopg2 URL gets :class:`pms.db.folding.FoldingDialect`: each transaction's ``BEGIN``
+    travels with its first statement.
     """
     engine = create_engine(
-        settings.database_url,
+        folding_url(settings.database_url),
+        connect_args=connect_args or {},
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_use_lifo=True,
@@ -45,6 +52,14 @@ def make_engine(settings: Settings, *, pool_size: int = 5) -> Engine:
     event.listen(engine, "checkin", _mark_checkin)
     event.listen(engine, "checkout", _ping_if_idle)
     return engine
+
+
+def folding_url(database_url: str) -> URL:
+    """``postgresql://`` or ``postgresql+psycopg2://`` → the folding psycopg2 dialect."""
+    url = make_url(database_url)
+    if url.drivername in ("postgresql", "postgresql+psycopg2"):
+        url = url.set(drivername=f"postgresql+{folding.DRIVER_NAME}")
+    return url
 
 
 def _mark_checkin(dbapi_connection: Any, record: Any) -> None:
