@@ -9,6 +9,7 @@ across threads and processes.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Protocol
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
@@ -27,15 +28,64 @@ _LOCK_ACCOUNT = (
 )
 
 
+class AccountRow(Protocol):
+    """What an order's checks read of its sub-account: a :class:`SubAccount` or the row
+    :func:`lock_account_row` returns."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def owner_user_id(self) -> str: ...
+    @property
+    def is_house(self) -> bool: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def wallet_balance(self) -> Decimal: ...
+    @property
+    def tier(self) -> str: ...
+
+
+# The same lock, as a row of the columns an order's checks read, through Core: the intent's
+# transaction changes nothing on the account, so it needs no ORM instance (identity map,
+# attribute instrumentation), which cost most of the statement's CPU.
+_LOCK_ACCOUNT_ROW = (
+    select(
+        SubAccount.id,
+        SubAccount.owner_user_id,
+        SubAccount.is_house,
+        SubAccount.status,
+        SubAccount.wallet_balance,
+        SubAccount.tier,
+    )
+    .where(SubAccount.id == bindparam("id"))
+    .with_for_update()
+)
+
+
+def _not_found(sub_account_id: int) -> NotFound:
+    return NotFound(
+        f"sub-account {sub_account_id} does not exist", {"subAccountId": sub_account_id}
+    )
+
+
 def lock_account(session: Session, sub_account_id: int) -> SubAccount:
     """Load the sub-account with ``SELECT ... FOR UPDATE``; NotFound if there is none."""
     # populate_existing: a copy already in the session is overwritten with the row as locked
     # (one statement, where a separate refresh would be a second SELECT).
     account = session.execute(_LOCK_ACCOUNT, {"id": sub_account_id}).scalar_one_or_none()
     if account is None:
-        raise NotFound(
-            f"sub-account {sub_account_id} does not exist", {"subAccountId": sub_account_id}
-        )
+        raise _not_found(sub_account_id)
+    return account
+
+
+def lock_account_row(session: Session, sub_account_id: int) -> AccountRow:
+    """:func:`lock_account` for a transaction that only reads the account (an order's
+    intent): the same row lock, the row's columns instead of an ORM instance."""
+    row = session.connection().execute(_LOCK_ACCOUNT_ROW, {"id": sub_account_id}).one_or_none()
+    if row is None:
+        raise _not_found(sub_account_id)
+    account: AccountRow = row
     return account
 
 

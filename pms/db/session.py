@@ -55,9 +55,10 @@ def make_engine(
 
 
 def folding_url(database_url: str) -> URL:
-    """``postgresql://`` or ``postgresql+psycopg2://`` → the folding psycopg2 dialect."""
+    """``postgresql+psycopg2://`` (what settings normalize a Postgres URL to) → the folding
+    psycopg2 dialect; any other URL is left as it is."""
     url = make_url(database_url)
-    if url.drivername in ("postgresql", "postgresql+psycopg2"):
+    if url.drivername == "postgresql+psycopg2":
         url = url.set(drivername=f"postgresql+{folding.DRIVER_NAME}")
     return url
 

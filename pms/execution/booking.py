@@ -15,13 +15,14 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, tuple_
+from sqlalchemy import any_, bindparam, func, or_, select, tuple_
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from pms.accounts.ledger import lock_account, post_entry
 from pms.accounts.service import house_account
 from pms.db.models import Order, Position, SubAccount
+from pms.db.params import bigint_array, text_array
 from pms.domain.enums import LedgerKind, OrderStatus
 from pms.domain.numbers import ZERO
 from pms.exchange.model import TradeReport
@@ -62,9 +63,11 @@ def book_fills(session: Session, trades: Sequence[TradeReport], source: str) -> 
     """
     if not trades:
         return []
+    pairs = sorted({(t.symbol, t.exchange_order_id) for t in trades})
     keys = {
         "coids": sorted({t.client_order_id for t in trades if t.client_order_id}),
-        "pairs": sorted({(t.symbol, t.exchange_order_id) for t in trades}),
+        "pair_symbols": [symbol for symbol, _ in pairs],
+        "pair_ids": [order_id for _, order_id in pairs],
     }
     accounts = {a.id: a for a in session.execute(_LOCK_ACCOUNTS_OF_TRADES, keys).scalars()}
     orders = list(session.execute(_LOCK_ORDERS_OF_TRADES, keys).scalars())
@@ -121,11 +124,14 @@ _LOCK_OPEN_POSITIONS = (
     .order_by(Position.id)
     .with_for_update()
 )
-# The locks of a take, built once; each overwrites a copy already in the session. A trade's
-# order is found by clientOrderId or by symbol and exchange order id (order-sync's trades).
+# The locks of a take, built (and rendered) once; each overwrites a copy already in the
+# session. A trade's order is found by clientOrderId or by symbol and exchange order id
+# (order-sync's trades): the pairs go as two arrays, zipped by unnest.
 _OF_TRADES = or_(
-    Order.client_order_id.in_(bindparam("coids", expanding=True)),
-    tuple_(Order.symbol, Order.exchange_order_id).in_(bindparam("pairs", expanding=True)),
+    Order.client_order_id == any_(text_array("coids")),
+    tuple_(Order.symbol, Order.exchange_order_id).in_(
+        select(func.unnest(text_array("pair_symbols")), func.unnest(text_array("pair_ids")))
+    ),
 )
 _LOCK_ACCOUNTS_OF_TRADES = (
     select(SubAccount)
@@ -143,7 +149,7 @@ _LOCK_ORDERS_OF_TRADES = (
 )
 _LOCK_POSITIONS_OF = (
     select(Position)
-    .where(Position.sub_account_id.in_(bindparam("ids", expanding=True)))
+    .where(Position.sub_account_id == any_(bigint_array("ids")))
     .where(Position.closed_at.is_(None))
     .order_by(Position.id)
     .with_for_update()

@@ -12,12 +12,14 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Protocol
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import any_, select
 from sqlalchemy.orm import Session
 
+from pms.accounts.ledger import AccountRow
 from pms.clock import Clock
 from pms.db import prepared
-from pms.db.models import Order, Position, RiskRules, SubAccount
+from pms.db.models import Order, Position, RiskRules
+from pms.db.params import any_of, bigint_array
 from pms.domain.enums import AccountStatus, OrderStatus, Side, Tier
 from pms.domain.instrument import Instrument
 from pms.risk.context import Quote, RiskContext
@@ -64,10 +66,11 @@ def rules_view(rules: RiskRules) -> RulesView:
     )
 
 
-# Built once (the risk monitor runs them after every booking).
+# Built once and rendered once (the risk monitor runs them after every booking); run on the
+# session's connection (Core: rows of columns, none of the ORM's per-statement work).
 _OPEN_POSITIONS_OF = select(
     Position.sub_account_id, Position.symbol, Position.qty, Position.entry_price, Position.leverage
-).where(Position.sub_account_id.in_(bindparam("ids", expanding=True)), Position.closed_at.is_(None))
+).where(Position.sub_account_id == any_(bigint_array("ids")), Position.closed_at.is_(None))
 _OPEN_ORDERS_OF = (
     select(
         Order.sub_account_id,
@@ -80,8 +83,8 @@ _OPEN_ORDERS_OF = (
         Order.reduce_only,
     )
     .where(
-        Order.sub_account_id.in_(bindparam("ids", expanding=True)),
-        Order.status.in_(OPEN_STATUSES),
+        Order.sub_account_id == any_(bigint_array("ids")),
+        Order.status == any_of(OPEN_STATUSES),
     )
     .order_by(Order.id)
 )
@@ -93,7 +96,7 @@ def open_positions(session: Session, sub_account_id: int) -> dict[str, RiskPosit
 
 def open_positions_of(session: Session, ids: list[int]) -> dict[int, dict[str, RiskPosition]]:
     """The open positions of these sub-accounts (one query), by sub-account and symbol."""
-    rows = session.execute(_OPEN_POSITIONS_OF, {"ids": ids})
+    rows = session.connection().execute(_OPEN_POSITIONS_OF, {"ids": ids})
     out: dict[int, dict[str, RiskPosition]] = {}
     for sub_account_id, sym, qty, entry, lev in rows:
         out.setdefault(sub_account_id, {})[sym] = RiskPosition(
@@ -108,7 +111,7 @@ def open_orders(session: Session, sub_account_id: int) -> list[OpenOrder]:
 
 def open_orders_of(session: Session, ids: list[int]) -> dict[int, list[OpenOrder]]:
     """The working orders of these sub-accounts (one query, by order id), by sub-account."""
-    rows = session.execute(_OPEN_ORDERS_OF, {"ids": ids})
+    rows = session.connection().execute(_OPEN_ORDERS_OF, {"ids": ids})
     out: dict[int, list[OpenOrder]] = {}
     for sub_account_id, sym, side, qty, filled, price, lev, ro in rows:
         if qty > filled:
@@ -222,7 +225,7 @@ def read_order_context(
 
 
 def context_from_rows(
-    account: SubAccount,
+    account: AccountRow,
     rows: OrderContextRows,
     instruments: dict[str, Instrument],
     marks: dict[str, Decimal],

@@ -35,7 +35,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from pms.accounts.ledger import lock_account
+from pms.accounts.ledger import AccountRow, lock_account, lock_account_row
 from pms.clock import Clock
 from pms.commands import schemas as cmd
 from pms.commands.runner import Deferred
@@ -126,7 +126,7 @@ def ack_view(order: Order, acked: ExchangeOrder) -> dict[str, Any]:
     return view
 
 
-def authorize(account: SubAccount, user_id: str, is_admin: bool) -> None:
+def authorize(account: AccountRow, user_id: str, is_admin: bool) -> None:
     if account.is_house and not is_admin:
         raise Forbidden("the house account is operated by admins only")
     if not is_admin and account.owner_user_id != user_id:
@@ -243,7 +243,7 @@ class OrderService:
         one and True instead (nothing is validated or written: the caller resumes it)."""
         instrument = self._instruments.get(c.symbol)
         with unit_of_work(self._factory) as s:
-            account = lock_account(s, c.subAccountId)
+            account = lock_account_row(s, c.subAccountId)
             # After the lock: sees every intent committed before it was granted.
             rows = read_order_context(s, account.id, c.requestId, self._clock)
             if rows.existing_order_id is not None:
