@@ -8,7 +8,7 @@ what stops concurrent orders from many workers overspending one sub-account.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -130,7 +130,10 @@ def open_orders_of(session: Session, ids: list[int]) -> dict[int, list[OpenOrder
 
 # Everything the checks read besides the locked account row, in one round trip (run after
 # the lock, so it sees every intent committed before the lock was granted). Numbers travel
-# as text inside the JSON arrays so they come back as exact Decimals.
+# as text inside the JSON arrays so they come back as exact Decimals. It also draws the id a
+# new intent will take (an id drawn for an order the checks refuse is simply never used) and
+# the transaction's now(), the intent row's created_at: the intent's INSERT then needs no
+# RETURNING and goes out with its COMMIT.
 _ORDER_CONTEXT = prepared.register(
     "pms_order_context",
     """
@@ -147,7 +150,8 @@ SELECT r.max_leverage, r.max_notional_per_symbol, r.max_exposure_multiple, r.pri
   (SELECT json_agg(json_build_array(symbol, qty::text, entry_price::text, leverage))
     FROM positions WHERE sub_account_id = %(a)s AND closed_at IS NULL) AS positions,
   (SELECT id FROM orders WHERE request_id = %(rid)s AND status <> %(rejected)s
-    ORDER BY id LIMIT 1) AS existing
+    ORDER BY id LIMIT 1) AS existing,
+  nextval('orders_id_seq') AS next_id, now() AS tx_now
 FROM risk_rules r WHERE r.sub_account_id = %(a)s
 """,
     {"a": "bigint", "since": "timestamptz", "open": "text[]", "rid": "text", "rejected": "text"},
@@ -164,6 +168,8 @@ class OrderContextRows:
     open_orders: list[OpenOrder]
     positions: dict[str, RiskPosition]
     existing_order_id: int | None
+    next_order_id: int
+    now: datetime
 
 
 def _dec(value: str | None) -> Decimal | None:
@@ -221,6 +227,8 @@ def read_order_context(
         open_orders=open_orders_,
         positions=positions,
         existing_order_id=row[14],
+        next_order_id=row[15],
+        now=row[16],
     )
 
 

@@ -32,14 +32,14 @@ from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from pms.accounts.ledger import AccountRow, lock_account, lock_account_row
 from pms.clock import Clock
 from pms.commands import schemas as cmd
 from pms.commands.runner import Deferred
-from pms.db.models import Order, Position, RiskRules, SubAccount, SymbolLeverage
+from pms.db.folding import execute_and_commit
+from pms.db.models import Order, Position, RiskRules, SubAccount
 from pms.db.session import unit_of_work
 from pms.domain.enums import OrderStatus, OrderType, Side, TimeInForce
 from pms.domain.numbers import quantize_down, to_wire
@@ -79,14 +79,20 @@ _EXCHANGE_STATUS = {
 }
 
 
+# The intent, with the id the context query drew (its clientOrderId derives from it); its
+# created_at/updated_at are the transaction's now(), which that query returned too.
 _INSERT_INTENT_SQL = """
-WITH n AS (SELECT nextval('orders_id_seq') AS id)
 INSERT INTO orders (id, client_order_id, sub_account_id, symbol, side, type, qty, price,
   reduce_only, post_only, time_in_force, leverage, status, filled_qty, origin, request_id)
-VALUES ((SELECT id FROM n), %(prefix)s || (SELECT id FROM n), %(sub_account_id)s, %(symbol)s,
-  %(side)s, %(type)s, %(qty)s, %(price)s, %(reduce_only)s, %(post_only)s, %(time_in_force)s,
-  %(leverage)s, %(status)s, %(filled_qty)s, %(origin)s, %(request_id)s)
-RETURNING id, created_at, updated_at
+VALUES (%(id)s, %(client_order_id)s, %(sub_account_id)s, %(symbol)s, %(side)s, %(type)s,
+  %(qty)s, %(price)s, %(reduce_only)s, %(post_only)s, %(time_in_force)s, %(leverage)s,
+  %(status)s, %(filled_qty)s, %(origin)s, %(request_id)s)
+"""
+
+_REMEMBER_LEVERAGE_SQL = """
+INSERT INTO symbol_leverage (sub_account_id, symbol, leverage)
+VALUES (%(sub_account_id)s, %(symbol)s, %(leverage)s)
+ON CONFLICT (sub_account_id, symbol) DO UPDATE SET leverage = EXCLUDED.leverage
 """
 
 
@@ -108,6 +114,12 @@ _LOCK_ORDER = (
     .with_for_update()
     .execution_options(populate_existing=True)
 )
+
+
+def _leverage_params(
+    sub_account_id: int, c: cmd.PlaceMarketOrder | cmd.PlaceLimitOrder
+) -> dict[str, Any]:
+    return {"sub_account_id": sub_account_id, "symbol": c.symbol, "leverage": c.leverage}
 
 
 def client_order_id(order_id: int) -> str:
@@ -310,24 +322,31 @@ class OrderService:
                 "origin": origin,
                 "request_id": c.requestId,
             }
-            # One statement: the id from the sequence, the clientOrderId derived from it.
-            order_id, created_at, updated_at = (
-                s.connection()
-                .exec_driver_sql(_INSERT_INTENT_SQL, {**values, "prefix": CLIENT_ID_PREFIX})
-                .one()
-            )
+            order_id = rows.next_order_id
             order = Order(
                 id=order_id,
                 client_order_id=client_order_id(order_id),
                 exchange_order_id=None,
                 avg_price=None,
                 reject_reason=None,
-                created_at=created_at,
-                updated_at=updated_at,
+                created_at=rows.now,
+                updated_at=rows.now,
                 **values,
             )
+            statements = [
+                (
+                    _INSERT_INTENT_SQL,
+                    {**values, "id": order_id, "client_order_id": order.client_order_id},
+                )
+            ]
             if c.leverage is not None:
-                self._remember_leverage(s, account.id, c.symbol, c.leverage)
+                statements.append((_REMEMBER_LEVERAGE_SQL, _leverage_params(account.id, c)))
+            # The last statement of the transaction goes out with its COMMIT: nothing may
+            # follow it in this block.
+            conn = s.connection()
+            for sql, params in statements[:-1]:
+                conn.exec_driver_sql(sql, params)
+            execute_and_commit(conn, *statements[-1])
         log.debug(
             "order intent persisted", orderId=order_id, subAccountId=c.subAccountId, symbol=c.symbol
         )
@@ -458,12 +477,9 @@ class OrderService:
 
     @staticmethod
     def _remember_leverage(s: Session, sub_account_id: int, symbol: str, leverage: int) -> None:
-        s.execute(
-            insert(SymbolLeverage)
-            .values(sub_account_id=sub_account_id, symbol=symbol, leverage=leverage)
-            .on_conflict_do_update(
-                index_elements=["sub_account_id", "symbol"], set_={"leverage": leverage}
-            )
+        s.connection().exec_driver_sql(
+            _REMEMBER_LEVERAGE_SQL,
+            {"sub_account_id": sub_account_id, "symbol": symbol, "leverage": leverage},
         )
 
     # -- cancelling -------------------------------------------------------------------------

@@ -8,8 +8,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from pms.app import App
 from pms.commands import schemas as cmd
+from pms.db import folding
 from tests.support import statements_on
 from tests.trading.conftest import BTC, Trader
 
@@ -19,10 +22,14 @@ from tests.trading.conftest import BTC, Trader
 # booking writes order, position, ledger and balance in one statement
 MAX_STATEMENTS_MARKET_ORDER = 10
 MAX_EXCHANGE_CALLS_MARKET_ORDER = 2  # place + that order's trades
+# Postgres round trips: the statements, plus COMMIT/ROLLBACK when they travel alone. BEGIN
+# goes with each transaction's first statement and the intent's and the result's COMMIT with
+# their last (pms.db.folding); only the booking transaction's COMMIT goes alone.
+MAX_ROUND_TRIPS_MARKET_ORDER = MAX_STATEMENTS_MARKET_ORDER + 1
 
 
 def test_market_order_statement_and_exchange_call_counts(
-    app: App, trader: Callable[..., Trader]
+    app: App, trader: Callable[..., Trader], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     t = trader("100000")
     calls: list[str] = []
@@ -44,6 +51,14 @@ def test_market_order_statement_and_exchange_call_counts(
         )
 
     assert order()["ok"]  # warm: instruments, time sync, prices
+    alone: list[str] = []
+    send_alone = folding._send
+
+    def recording_send(raw: Any, sql: str) -> None:
+        alone.append(sql)
+        send_alone(raw, sql)
+
+    monkeypatch.setattr(folding, "_send", recording_send)
     app.exchange._call = counting_call  # type: ignore[attr-defined]
     try:
         with statements_on(app.db) as statements:
@@ -54,6 +69,8 @@ def test_market_order_statement_and_exchange_call_counts(
     orders = [c for c in calls if c != "fapiPublicGetPremiumIndex"]  # price refresh may occur
     assert len(orders) <= MAX_EXCHANGE_CALLS_MARKET_ORDER, calls
     assert len(statements) <= MAX_STATEMENTS_MARKET_ORDER, "\n".join(statements)
+    assert alone == ["COMMIT"] * len(alone)
+    assert len(statements) + len(alone) <= MAX_ROUND_TRIPS_MARKET_ORDER, (statements, alone)
 
 
 # A take of the user stream's fills (pms.streaming.fills): the accounts and orders locked
