@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from pms.accounts import service
 from pms.config import load_settings
 from pms.db.session import check_database, make_engine, make_session_factory, unit_of_work
-from pms.domain.numbers import parse_decimal, to_wire
+from pms.domain.numbers import ascii_digits, parse_decimal, to_wire
 from pms.errors import ValidationError
 
 
@@ -26,7 +26,7 @@ def _amount(text: str) -> Decimal:
 
 
 def _account_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
+    if not ascii_digits(text) or len(text) > 18:
         raise argparse.ArgumentTypeError(f"not a sub-account id: {text!r}")
     return int(text)
 

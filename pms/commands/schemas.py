@@ -14,7 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from pydantic import ValidationError as PydanticValidationError
 
 from pms.domain.enums import LiquidationMode, Side, TimeInForce
-from pms.domain.numbers import parse_decimal
+from pms.domain.numbers import ascii_digits, parse_decimal
 from pms.domain.symbols import is_canonical
 from pms.errors import ValidationError
 
@@ -37,7 +37,7 @@ def _positive_decimal(value: Any) -> Decimal:
 def _int_id(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("must be an integer id")
-    if isinstance(value, str) and value.isdigit() and len(value) <= 18:
+    if isinstance(value, str) and ascii_digits(value) and len(value) <= 18:
         return int(value)
     if isinstance(value, int) and 0 < value < 2**63:
         return value

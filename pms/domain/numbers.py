@@ -25,6 +25,12 @@ MAX_ABS = Decimal("1e15")
 MAX_PLACES = 18
 
 
+def ascii_digits(text: str) -> bool:
+    """Only 0-9, at least one. ``str.isdigit`` also accepts '²' (which ``int`` refuses) and
+    '٣' (which ``int`` reads as 3): neither belongs in an id or a number from outside."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_decimal(value: object, field: str = "value") -> Decimal:
     """Turn an outside value into a finite Decimal or raise ``ValueError`` naming ``field``."""
     if isinstance(value, bool):

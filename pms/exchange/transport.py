@@ -198,7 +198,11 @@ class _Connection:
             lines = buf[:end].decode("latin-1").split("\r\n")
             version, _, rest = lines[0].partition(" ")
             code, _, reason = rest.partition(" ")
-            if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+            if (
+                not version.startswith("HTTP/1.")
+                or len(code) != 3
+                or not (code.isascii() and code.isdigit())
+            ):
                 raise _ProtocolError(f"bad status line {lines[0][:80]!r}")
             status = int(code)
             pos = end + 4

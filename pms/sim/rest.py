@@ -236,7 +236,7 @@ class Rest:
     async def set_leverage(self, p: Params) -> Any:
         spec = self.state.market(require(p, "symbol")).spec
         raw = require(p, "leverage")
-        lev = int(raw) if raw.isdigit() and len(raw) < 6 else 0
+        lev = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 6 else 0
         if not 1 <= lev <= spec.max_leverage:
             raise errors.leverage_invalid(raw)
         self.state.account.leverage[spec.symbol] = lev

@@ -40,6 +40,15 @@ def test_stale_and_future_timestamps_are_1021(raw: Raw) -> None:
     assert raw.send("GET", "/fapi/v3/account", {"recvWindow": 70000}).json()["code"] == -1131
 
 
+def test_non_ascii_digits_in_timestamp_or_recv_window_are_1100_not_500(raw: Raw) -> None:
+    """str.isdigit() accepts '²' and '٣'; int() refuses the first (a 500 before, found by
+    the fuzz test below) and reads the second as 3."""
+    for field, value in (("recvWindow", "²"), ("recvWindow", "٣"), ("timestamp", "١٧")):
+        answer = raw.send("GET", "/fapi/v3/account", {field: value})
+        assert answer.status_code == 400, (field, value, answer.text)
+        assert answer.json()["code"] == -1100
+
+
 def test_ccxt_stale_clock_raises_invalid_nonce(sim: SimServer) -> None:
     ex = make_binanceusdm(sim.url, sim.api_key, sim.secret)
     ex.load_markets()

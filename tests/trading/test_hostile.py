@@ -145,3 +145,23 @@ def test_oversized_and_foreign_commands(app: App, trader) -> None:
         )
         is None
     )
+
+
+def test_an_id_in_other_digits_is_refused_not_read(app: App, trader) -> None:
+    """'²' passes str.isdigit() but int() refuses it; '٣' passes both (int('٣') == 3). An id
+    from outside is ASCII digits or refused, with the field named."""
+    t = trader("1000")
+    before = counts(app)
+    for text in ("²", "٣", f"{t.sub_account_id}٣"):
+        refused = t.send(
+            "place_market_order",
+            (cmd.PlaceMarketOrder, app.orders.place_market),
+            subAccountId=text,
+            symbol=BTC,
+            side="BUY",
+            qty="0.002",
+        )
+        assert refused["error"]["code"] == "VALIDATION_ERROR", refused
+        assert "subAccountId" in refused["error"]["message"], refused
+        assert "invalid literal" not in refused["error"]["message"], refused
+    assert counts(app) == before
