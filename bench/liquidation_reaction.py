@@ -151,6 +151,20 @@ def main() -> None:
             deadline = time.monotonic() + 30
             while admin.get(price_key) is None and time.monotonic() < deadline:
                 time.sleep(0.05)
+            # The worker must be up too: a first trial that waits for it to boot measures the
+            # boot, not the reaction (2 s of imports on a slow machine).
+            ready = uuid.uuid4().hex
+            wire.send(
+                admin,
+                settings.dramatiq_namespace,
+                "ping",
+                {"requestId": ready},
+                timestamp_ms=int(time.time() * 1000),
+            )
+            while admin.get(f"{settings.redis_prefix}pms:result:{ready}") is None:
+                if time.monotonic() > deadline + 30:
+                    raise SystemExit("the worker did not answer a ping within 60 s")
+                time.sleep(0.05)
             latencies: list[float] = []
             for trial in range(args.trials):
                 user = f"bench-{trial}"
