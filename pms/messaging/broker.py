@@ -17,8 +17,11 @@ BLMOVE times out (``fallback_poll_ms``, 100 ms; Redis checks blocking timeouts i
 cron) the consumer returns ``None`` so Dramatiq's consumer thread can check for shutdown and
 due delayed messages. An id is in the claim list only between the BLMOVE and the script; if
 the script is missing (Redis restarted) the consumer loads it and claims the list again, and a
-dead broker's claim lists are swept like its ack sets. A consumer whose prefetch is full does
-not claim; it waits for one of its own acks.
+dead broker's claim lists are swept like its ack sets. A connection lost after the script
+ran but before its reply arrived leaves ids in the (live) broker's ack set that nothing
+holds: after reconnecting, the consumer puts back on the queue every id of its ack set that
+is neither in flight nor cached. A consumer whose prefetch is full does not claim; it waits
+for one of its own acks.
 
 **Crash redelivery.** The stock lottery maintenance (1 in 1000 calls, calling queue only,
 ``heartbeat_timeout`` 60 s) is disabled. Instead each process runs :data:`MAINT_SCRIPT`
@@ -252,29 +255,42 @@ class BlockingClaimConsumer(dramatiq.Consumer):
         # The packed BLMOVE + EVALSHA pair, by room: packed once, written with one send.
         self._packed: dict[int, list[bytes | memoryview]] = {}
         self._errors = 0
+        # Redis ids handed to Dramatiq and not yet acked, nacked or requeued (worker threads
+        # ack): with the cached payloads, every id of our ack set that we still hold.
+        self._in_flight: set[str] = set()
+        self._in_flight_lock = threading.Lock()
+        # Set by a lost connection: a claim whose reply was lost left ids in our ack set that
+        # nothing here holds; the next call puts them back on the queue.
+        self._recover = False
 
     @property
     def outstanding_message_count(self) -> int:
         return len(self.queued_message_ids) + len(self.message_cache)
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
+        rid = message.options["redis_message_id"]
         try:
             # The current queue may differ from message.queue_name for delayed messages.
-            self.broker.do_ack(self.queue_name, message.options["redis_message_id"])
+            self.broker.do_ack(self.queue_name, rid)
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         finally:
-            self.queued_message_ids.discard(message.message_id)
-            self._room.set()
+            self._release(message.message_id, rid)
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
+        rid = message.options["redis_message_id"]
         try:
-            self.broker.do_nack(self.queue_name, message.options["redis_message_id"])
+            self.broker.do_nack(self.queue_name, rid)
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         finally:
-            self.queued_message_ids.discard(message.message_id)
-            self._room.set()
+            self._release(message.message_id, rid)
+
+    def _release(self, message_id: str, rid: str) -> None:
+        self.queued_message_ids.discard(message_id)
+        with self._in_flight_lock:
+            self._in_flight.discard(rid)
+        self._room.set()
 
     def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
         ids = [m.options["redis_message_id"] for m in messages]
@@ -284,6 +300,8 @@ class BlockingClaimConsumer(dramatiq.Consumer):
             self.broker.do_requeue(self.queue_name, *ids)  # an RPUSH: wakes a blocked consumer
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        with self._in_flight_lock:
+            self._in_flight.difference_update(ids)
 
     def __next__(self) -> dramatiq.MessageProxy | None:
         try:
@@ -292,6 +310,7 @@ class BlockingClaimConsumer(dramatiq.Consumer):
             # Redis went away (restart, CLIENT KILL, network): back off and keep going rather
             # than letting ConsumerThread drop its in-memory delay queue and sleep 3 s.
             self._errors += 1
+            self._recover = True
             self._drop_connection()
             delay = min(0.05 * 2**self._errors, 2.0)
             log.warning(
@@ -312,9 +331,14 @@ class BlockingClaimConsumer(dramatiq.Consumer):
                     self._dead_letter_undecodable(data)
                     continue
                 self.queued_message_ids.add(message.message_id)
+                with self._in_flight_lock:
+                    self._in_flight.add(message.options["redis_message_id"])
                 return dramatiq.MessageProxy(message)
 
             self.broker.maintain()
+            if self._recover:
+                self.requeue_stranded()
+                self._recover = False
             self._room.clear()
             room = self.prefetch - self.outstanding_message_count
             if room <= 0:
@@ -327,6 +351,31 @@ class BlockingClaimConsumer(dramatiq.Consumer):
             if not fetched:
                 return None  # timed out: ConsumerThread checks shutdown and delayed messages
             self.message_cache.extend(fetched)
+
+    def requeue_stranded(self) -> int:
+        """Put back on the queue the ids of our ack set that we hold nowhere: a claim whose
+        reply was lost with the connection moved them there, and no sweep would (this broker
+        is alive). Ids acked meanwhile are skipped by the requeue script. Returns how many."""
+        acks = self.broker.acks_key(self.queue_name)
+        members = {
+            m.decode() if isinstance(m, bytes) else str(m)
+            for m in self.broker.client.smembers(acks)
+        }
+        with self._in_flight_lock:
+            held = set(self._in_flight)
+        for data in list(self.message_cache):
+            if data is not None:
+                with contextlib.suppress(DecodeError):
+                    held.add(Message.decode(data).options["redis_message_id"])
+        stranded = sorted(members - held)
+        if stranded:
+            self.broker.do_requeue(self.queue_name, *stranded)
+            log.warning(
+                "claimed messages whose reply was lost put back on the queue",
+                queue=self.queue_name,
+                count=len(stranded),
+            )
+        return len(stranded)
 
     def _claim(self, room: int) -> list[bytes | None]:
         """Block until a message is queued (≤ ``wait_s``), then claim up to ``room`` ids."""

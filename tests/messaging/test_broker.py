@@ -41,6 +41,15 @@ class Harness:
                 arrived.notify_all()
 
         self.record = record
+        self.gate = threading.Event()
+        gate = self.gate
+
+        @dramatiq.actor(broker=self.broker, queue_name=QUEUE, actor_name="held")
+        def held(command: dict[str, Any]) -> None:
+            gate.wait(5)
+            record(command)
+
+        self.held = held
         self.worker = dramatiq.Worker(self.broker, worker_threads=2, worker_timeout=100)
 
     def wait_for(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
@@ -170,6 +179,55 @@ def test_consumer_survives_its_redis_connections_being_killed(
     while rclient.hlen(f"{ns}:{QUEUE}.msgs") and time.monotonic() < deadline:
         time.sleep(0.02)
     assert rclient.hlen(f"{ns}:{QUEUE}.msgs") == 0
+
+
+def test_a_claim_whose_reply_was_lost_runs_after_the_reconnect(
+    harness: Harness, rclient: redis.Redis
+) -> None:
+    """A connection lost after the claim script ran but before its reply arrived leaves the
+    id in this (live) broker's ack set, held by nothing: no sweep would ever re-queue it.
+    After the reconnect the consumer puts such ids back on the queue; the ones it holds
+    (in flight, cached) stay."""
+    ns = harness.broker.namespace
+    harness.record.send({"requestId": "before"})
+    harness.wait_for(1)
+    message = wire.build_message(
+        "record", {"requestId": "stranded"}, timestamp_ms=int(time.time() * 1000), queue_name=QUEUE
+    )
+    rid = message["options"]["redis_message_id"]
+    rclient.hset(f"{ns}:{QUEUE}.msgs", rid, wire.dumps(message))
+    rclient.sadd(harness.broker.acks_key(QUEUE), rid)
+    time.sleep(0.3)
+    assert [s["requestId"] for s in harness.seen] == ["before"]  # nothing runs it by itself
+
+    for c in rclient.client_list():
+        if c.get("name") == harness.client_name:
+            rclient.client_kill_filter(_id=c["id"])
+    seen = harness.wait_for(2, timeout=10)
+    assert [s["requestId"] for s in seen] == ["before", "stranded"]
+    deadline = time.monotonic() + 2
+    while rclient.hlen(f"{ns}:{QUEUE}.msgs") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert rclient.hlen(f"{ns}:{QUEUE}.msgs") == 0  # acked, once
+    assert not rclient.smembers(harness.broker.acks_key(QUEUE))
+
+
+def test_a_message_in_flight_when_the_connection_drops_runs_once(
+    harness: Harness, rclient: redis.Redis
+) -> None:
+    """The recovery after a reconnect leaves alone what the worker is running."""
+    harness.held.send({"requestId": "in-flight"})
+    deadline = time.monotonic() + 5
+    while not rclient.smembers(harness.broker.acks_key(QUEUE)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for c in rclient.client_list():
+        if c.get("name") == harness.client_name:
+            rclient.client_kill_filter(_id=c["id"])
+    time.sleep(0.5)  # the consumer reconnects and recovers while the actor still runs
+    harness.gate.set()
+    harness.wait_for(1)
+    time.sleep(0.5)  # a wrongly re-queued copy would run now
+    assert [s["requestId"] for s in harness.seen] == ["in-flight"]
 
 
 def test_worker_stops_promptly(msg_settings: Settings) -> None:
