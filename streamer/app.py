@@ -198,8 +198,11 @@ class Streamer:
             for s in self.market_streams
         ]
         if cfg.user_stream:
+            # An account with no activity sends nothing on its user stream: silence is normal
+            # there (reconnecting every silence_s also ran an order-sync each time).
+            user_policy = cfg.policy.quiet_allowed()
             streams.append(
-                asyncio.create_task(run_stream(user, board, cfg.policy, clock=self.clock))
+                asyncio.create_task(run_stream(user, board, user_policy, clock=self.clock))
             )
             streams.append(asyncio.create_task(user.keepalive(cfg.keepalive_check_s)))
         streams.append(asyncio.create_task(subs.run()))

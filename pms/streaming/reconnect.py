@@ -6,7 +6,10 @@ everything else:
 
 * exponential backoff with jitter between attempts (0.1 s → 5 s by default), reset once a
   connection has stayed up for ``healthy_after_s``;
-* a silence watchdog: no message for ``silence_s`` → the connection is closed and reopened;
+* a silence watchdog: no message for ``silence_s`` → the connection is closed and reopened
+  (for a feed that always talks, like market data; :meth:`ReconnectPolicy.quiet_allowed` is
+  the policy of a stream for which silence is normal, like user data: its dead connections
+  are found by the websockets keepalive, a ping every 20 s answered within 20 s);
 * planned rotation: a connection older than ``max_lifetime_s`` (Binance cuts at 24 h) is
   replaced before the exchange cuts it;
 * a stream may ask for a reconnect by raising :class:`Reconnect` (e.g. ``listenKeyExpired``);
@@ -19,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
@@ -73,6 +77,10 @@ class ReconnectPolicy:
     max_lifetime_s: float = 23.5 * 3600
     watchdog_every_s: float = 0.25
     yield_every: int = 32  # messages read back to back before other tasks get a turn
+
+    def quiet_allowed(self) -> ReconnectPolicy:
+        """This policy without the silence rule."""
+        return replace(self, silence_s=math.inf)  # float-ok: a duration, never money
 
 
 def backoff_delay(attempt: int, policy: ReconnectPolicy, rand: float) -> float:

@@ -232,3 +232,24 @@ def test_market_order_fill_is_booked_by_the_stream_while_it_is_connected(
         assert [c for c in calls if "UserTrades" in c], calls
     finally:
         app.exchange._call = real_call  # type: ignore[attr-defined]
+
+
+def test_an_idle_user_stream_stays_connected_past_the_silence_limit(
+    make_streamer: Callable[..., StreamerThread],
+) -> None:
+    """No account activity means no user-stream message: the silence rule, meant for market
+    data, must not reconnect it (each reconnect also ran an order-sync). Market data on the
+    same policy is still held to it."""
+    from pms.streaming.reconnect import ReconnectPolicy
+
+    quick = ReconnectPolicy(
+        initial_s=0.05, max_s=0.5, healthy_after_s=1.0, silence_s=0.3, watchdog_every_s=0.05
+    )
+    st = make_streamer(policy=quick, symbols=("SOL/USDT:USDT",))  # quiet: no price moves
+    wait_for(lambda: user_connected(st), 5, message="user stream up")
+    assert st.streamer.board is not None
+    market = st.streamer.board.stream("market")
+    # Twice: by then the user stream has been silent for well over the limit too.
+    wait_for(lambda: market.reconnects >= 2, 5, message="a silent market stream reconnects")
+    user = st.streamer.board.stream("user")
+    assert user.connected and user.reconnects == 0
