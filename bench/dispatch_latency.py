@@ -2,8 +2,11 @@
 
 Usage: ``.venv/bin/python bench/dispatch_latency.py [--rate 200] [--seconds 8]``
 
-Three runs on one Redis, each with its own namespace, each against a real worker subprocess
-(1 process × 4 threads) except the baseline:
+Three consumers on one Redis, each with its own namespace, each a real worker subprocess
+(1 process × 4 threads) except the baseline. (a) and (c) run at the same time and are fed in
+turns (``--slice``, 1 s each, alternating until each got ``--seconds``), so a shared machine
+that speeds up or slows down during the run moves both alike rather than one; (b) runs
+alone afterwards:
 
 (a) ``FastRedisBroker`` (pms.messaging.broker): the producer writes the gateway's MULTI
     (HSET + RPUSH in one MULTI), the actor records ``perf_counter_ns() - t_enqueue``;
@@ -22,6 +25,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -132,7 +138,16 @@ def _wait_ready(client: redis.Redis, out: str, send: Any) -> None:
     raise RuntimeError("worker did not start")
 
 
-def run_dramatiq(kind: str, rate: float, seconds: float) -> list[float]:
+@dataclass
+class Target:
+    """A consumer under test: how to send it one stamp, and how to collect its latencies."""
+
+    send: Callable[[int], object]
+    collect: Callable[[int], list[float]]
+
+
+@contextmanager
+def dramatiq_target(kind: str) -> Iterator[Target]:
     from pms.messaging import wire
 
     client = redis.Redis.from_url(REDIS_URL)
@@ -161,9 +176,7 @@ def run_dramatiq(kind: str, rate: float, seconds: float) -> list[float]:
     proc = _start_worker(kind, ns, out)
     try:
         _wait_ready(client, out, send)
-        n = int(rate * seconds)
-        _paced(rate, seconds, send)
-        return _collect(client, out, n)
+        yield Target(send, lambda n: _collect(client, out, n))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -171,7 +184,8 @@ def run_dramatiq(kind: str, rate: float, seconds: float) -> list[float]:
             client.delete(key)
 
 
-def run_raw(rate: float, seconds: float) -> list[float]:
+@contextmanager
+def raw_target() -> Iterator[Target]:
     import multiprocessing
 
     client = redis.Redis.from_url(REDIS_URL)
@@ -181,12 +195,24 @@ def run_raw(rate: float, seconds: float) -> list[float]:
     proc.start()
     try:
         _wait_ready(client, out, lambda t: client.rpush(key, t))
-        _paced(rate, seconds, lambda t: client.rpush(key, t))
-        return _collect(client, out, int(rate * seconds))
+        yield Target(lambda t: client.rpush(key, t), lambda n: _collect(client, out, n))
     finally:
         client.rpush(key, "stop")
         proc.join(timeout=5)
         client.delete(key, out)
+
+
+def interleaved(
+    targets: dict[str, Target], rate: float, seconds: float, slice_s: float
+) -> dict[str, list[float]]:
+    """Feed each target ``rate``/s for ``seconds`` in all, taking turns slice by slice."""
+    slices = max(1, round(seconds / slice_s))
+    per_slice = seconds / slices
+    for _ in range(slices):
+        for target in targets.values():
+            _paced(rate, per_slice, target.send)
+    expected = int(rate * per_slice) * slices
+    return {name: target.collect(expected) for name, target in targets.items()}
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -198,14 +224,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200.0, help="commands per second")
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each run")
+    parser.add_argument(
+        "--slice", type=float, default=1.0, help="seconds per turn of pms and the raw baseline"
+    )
     args = parser.parse_args()
 
+    with dramatiq_target("fast") as fast, raw_target() as raw:
+        paired = interleaved({"pms": fast, "raw": raw}, args.rate, args.seconds, args.slice)
+    with dramatiq_target("stock") as stock:
+        alone = interleaved({"stock": stock}, args.rate, args.seconds, args.seconds)
     runs = {
-        "pms FastRedisBroker": run_dramatiq("fast", args.rate, args.seconds),
-        "stock Dramatiq RedisBroker": run_dramatiq("stock", args.rate, args.seconds),
-        "raw Redis RPUSH→BLPOP": run_raw(args.rate, args.seconds),
+        "pms FastRedisBroker": paired["pms"],
+        "stock Dramatiq RedisBroker": alone["stock"],
+        "raw Redis RPUSH→BLPOP": paired["raw"],
     }
-    expected = int(args.rate * args.seconds)
+    slices = max(1, round(args.seconds / args.slice))
+    expected = int(args.rate * args.seconds / slices) * slices
     print(
         f"\ndispatch latency, enqueue → actor start, {args.rate:g} commands/s for {args.seconds:g} s"
     )
