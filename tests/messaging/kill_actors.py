@@ -23,8 +23,10 @@ _client = redis.Redis.from_url(settings.redis_url)
 def slow_job(command: dict[str, Any]) -> None:
     job = command["requestId"]
     attempt = _client.incr(settings.key(f"test:attempts:{job}"))
+    if attempt == 1:
+        # Before "started": the test reads the group as soon as it sees the start.
+        _client.set(settings.key(f"test:group:{job}"), os.getpgrp())
     _client.rpush(settings.key(f"test:started:{job}"), attempt)
     if attempt == 1:
-        _client.set(settings.key(f"test:group:{job}"), os.getpgrp())
         time.sleep(120)  # killed here
     _client.rpush(settings.key(f"test:done:{job}"), attempt)

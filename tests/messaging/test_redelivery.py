@@ -38,6 +38,18 @@ def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     )
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (graceful); a worker still busy after 20 s (a hung job) gets SIGKILL."""
+    if proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
 def wait_until(predicate, timeout: float, step: float = 0.02) -> float:  # type: ignore[no-untyped-def]
     start = time.monotonic()
     while not predicate():
@@ -87,9 +99,7 @@ def test_sigkilled_worker_command_is_redelivered_within_10s_and_completes_once(
         assert rclient.hlen(f"{ns}:pms.trading.msgs") == 0  # acked
     finally:
         for proc in workers:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
+            stop(proc)
 
 
 @pytest.mark.slow
