@@ -15,18 +15,19 @@ from pms.config import Settings
 
 def configure_logging(settings: Settings, *, process: str) -> None:
     level = getattr(logging, settings.log_level)
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+    # A traceback becomes structured data for JSON; the console renderer formats exc_info
+    # itself and cannot print the structured form (it raised TypeError from log.exception).
+    tail: list[structlog.typing.Processor] = (
+        [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
         if settings.log_json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else [structlog.dev.ConsoleRenderer(colors=False)]
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
-            renderer,
+            *tail,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
