@@ -58,12 +58,17 @@ def _send(raw: Any, sql: str) -> None:
         cursor.close()
 
 
-def _with_begin(cursor: Any, statement: str) -> str:
+def _take_begin(cursor: Any) -> bool:
+    """Whether the cursor's connection has a transaction to begin (the caller sends it now)."""
     conn = cursor.connection
     if getattr(conn, "begin_pending", False):
         conn.begin_pending = False
-        return "BEGIN;" + statement
-    return statement
+        return True
+    return False
+
+
+def _with_begin(cursor: Any, statement: str) -> str:
+    return "BEGIN;" + statement if _take_begin(cursor) else statement
 
 
 class FoldingDialect(PGDialect_psycopg2):
@@ -101,9 +106,7 @@ class FoldingDialect(PGDialect_psycopg2):
     def do_executemany(
         self, cursor: Any, statement: str, parameters: Any, context: Any = None
     ) -> None:
-        conn = cursor.connection
-        if getattr(conn, "begin_pending", False):
-            conn.begin_pending = False
+        if _take_begin(cursor):
             cursor.execute("BEGIN")  # a batch runs statement by statement: BEGIN goes alone
         super().do_executemany(cursor, statement, parameters, context)  # type: ignore[no-untyped-call]
 

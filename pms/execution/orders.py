@@ -116,10 +116,12 @@ _LOCK_ORDER = (
 )
 
 
-def _leverage_params(
-    sub_account_id: int, c: cmd.PlaceMarketOrder | cmd.PlaceLimitOrder
-) -> dict[str, Any]:
-    return {"sub_account_id": sub_account_id, "symbol": c.symbol, "leverage": c.leverage}
+def remember_leverage(
+    sub_account_id: int, symbol: str, leverage: int
+) -> tuple[str, dict[str, Any]]:
+    """The statement that stores a sub-account's leverage for a symbol (insert or update)."""
+    params = {"sub_account_id": sub_account_id, "symbol": symbol, "leverage": leverage}
+    return _REMEMBER_LEVERAGE_SQL, params
 
 
 def client_order_id(order_id: int) -> str:
@@ -340,7 +342,7 @@ class OrderService:
                 )
             ]
             if c.leverage is not None:
-                statements.append((_REMEMBER_LEVERAGE_SQL, _leverage_params(account.id, c)))
+                statements.append(remember_leverage(account.id, c.symbol, c.leverage))
             # The last statement of the transaction goes out with its COMMIT: nothing may
             # follow it in this block.
             conn = s.connection()
@@ -474,13 +476,6 @@ class OrderService:
                 Order.request_id == request_id, Order.status != OrderStatus.REJECTED.value
             )
             return s.execute(query.order_by(Order.id)).scalars().first()
-
-    @staticmethod
-    def _remember_leverage(s: Session, sub_account_id: int, symbol: str, leverage: int) -> None:
-        s.connection().exec_driver_sql(
-            _REMEMBER_LEVERAGE_SQL,
-            {"sub_account_id": sub_account_id, "symbol": symbol, "leverage": leverage},
-        )
 
     # -- cancelling -------------------------------------------------------------------------
 
@@ -621,7 +616,7 @@ class OrderService:
                         "exchangeMax": instrument.max_leverage,
                     },
                 )
-            self._remember_leverage(s, account.id, c.symbol, c.leverage)
+            s.connection().exec_driver_sql(*remember_leverage(account.id, c.symbol, c.leverage))
             position = s.execute(
                 select(Position).where(
                     Position.sub_account_id == account.id,

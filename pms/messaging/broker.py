@@ -247,7 +247,6 @@ class BlockingClaimConsumer(dramatiq.Consumer):
             poll_ms = max(poll_ms, DELAY_QUEUE_POLL_MS)
         self.wait_s = max(min(timeout, poll_ms), 1) / 1000
         self.message_cache: collections.deque[bytes | None] = collections.deque()
-        self.queued_message_ids: set[str] = set()
         self._room = threading.Event()
         self._keys = broker.claim_keys(queue_name)
         # A redis-py ``Connection`` (untyped in redis-py, hence Any).
@@ -255,9 +254,10 @@ class BlockingClaimConsumer(dramatiq.Consumer):
         # The packed BLMOVE + EVALSHA pair, by room: packed once, written with one send.
         self._packed: dict[int, list[bytes | memoryview]] = {}
         self._errors = 0
-        # Redis ids handed to Dramatiq and not yet acked, nacked or requeued (worker threads
-        # ack): with the cached payloads, every id of our ack set that we still hold.
-        self._in_flight: set[str] = set()
+        # Messages handed to Dramatiq and not yet acked, nacked or requeued (worker threads
+        # ack), message id → Redis id: with the cached payloads, every id of our ack set that
+        # we still hold.
+        self._in_flight: dict[str, str] = {}
         self._in_flight_lock = threading.Lock()
         # Set by a lost connection: a claim whose reply was lost left ids in our ack set that
         # nothing here holds; the next call puts them back on the queue.
@@ -265,7 +265,7 @@ class BlockingClaimConsumer(dramatiq.Consumer):
 
     @property
     def outstanding_message_count(self) -> int:
-        return len(self.queued_message_ids) + len(self.message_cache)
+        return len(self._in_flight) + len(self.message_cache)
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
         rid = message.options["redis_message_id"]
@@ -275,7 +275,7 @@ class BlockingClaimConsumer(dramatiq.Consumer):
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         finally:
-            self._release(message.message_id, rid)
+            self._release(message.message_id)
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
         rid = message.options["redis_message_id"]
@@ -284,24 +284,24 @@ class BlockingClaimConsumer(dramatiq.Consumer):
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         finally:
-            self._release(message.message_id, rid)
+            self._release(message.message_id)
 
-    def _release(self, message_id: str, rid: str) -> None:
-        self.queued_message_ids.discard(message_id)
+    def _release(self, *message_ids: str) -> None:
         with self._in_flight_lock:
-            self._in_flight.discard(rid)
+            for message_id in message_ids:
+                self._in_flight.pop(message_id, None)
         self._room.set()
 
     def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
-        ids = [m.options["redis_message_id"] for m in messages]
-        if not ids:
+        messages = list(messages)
+        if not messages:
             return
+        ids = [m.options["redis_message_id"] for m in messages]
         try:
             self.broker.do_requeue(self.queue_name, *ids)  # an RPUSH: wakes a blocked consumer
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
-        with self._in_flight_lock:
-            self._in_flight.difference_update(ids)
+        self._release(*(m.message_id for m in messages))
 
     def __next__(self) -> dramatiq.MessageProxy | None:
         try:
@@ -330,9 +330,8 @@ class BlockingClaimConsumer(dramatiq.Consumer):
                 except DecodeError:
                     self._dead_letter_undecodable(data)
                     continue
-                self.queued_message_ids.add(message.message_id)
                 with self._in_flight_lock:
-                    self._in_flight.add(message.options["redis_message_id"])
+                    self._in_flight[message.message_id] = message.options["redis_message_id"]
                 return dramatiq.MessageProxy(message)
 
             self.broker.maintain()
@@ -362,7 +361,7 @@ class BlockingClaimConsumer(dramatiq.Consumer):
             for m in self.broker.client.smembers(acks)
         }
         with self._in_flight_lock:
-            held = set(self._in_flight)
+            held = set(self._in_flight.values())
         for data in list(self.message_cache):
             if data is not None:
                 with contextlib.suppress(DecodeError):
