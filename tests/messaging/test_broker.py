@@ -220,10 +220,21 @@ def test_a_message_in_flight_when_the_connection_drops_runs_once(
     deadline = time.monotonic() + 5
     while not rclient.smembers(harness.broker.acks_key(QUEUE)) and time.monotonic() < deadline:
         time.sleep(0.01)
-    for c in rclient.client_list():
-        if c.get("name") == harness.client_name:
-            rclient.client_kill_filter(_id=c["id"])
-    time.sleep(0.5)  # the consumer reconnects and recovers while the actor still runs
+    killed = {c["id"] for c in rclient.client_list() if c.get("name") == harness.client_name}
+    for client_id in killed:
+        rclient.client_kill_filter(_id=client_id)
+
+    def blocked_again() -> bool:
+        # The consumer claims on a new connection only after its recovery step has run.
+        return any(
+            c.get("name") == harness.client_name and c["id"] not in killed and c["cmd"] == "blmove"
+            for c in rclient.client_list()
+        )
+
+    deadline = time.monotonic() + 5
+    while not blocked_again():
+        assert time.monotonic() < deadline, "the consumer did not reconnect"
+        time.sleep(0.01)
     harness.gate.set()
     harness.wait_for(1)
     time.sleep(0.5)  # a wrongly re-queued copy would run now

@@ -4,16 +4,21 @@ for the engine, and nothing written."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
 
 from pms import warmup
+from pms.accounts.ledger import lock_account_row
 from pms.app import App, build_app
 from pms.config import Settings
+from pms.execution.context import open_orders_of, open_positions_of
+from pms.riskengine.books import load_books
 from pms.riskengine.enforce import RiskEnforcer
 from tests.support import statements_on
 
+NO_ACCOUNT = 10**12  # an id no sub-account has
 WRITES = ("INSERT", "UPDATE", "DELETE")
 TABLES = ("orders", "fills", "positions", "ledger_entries", "liquidation_events", "requests")
 
@@ -42,11 +47,23 @@ def test_warm_up_opens_connections_compiles_the_reads_and_writes_nothing(fresh: 
     assert _counts(fresh) == before
 
 
-def test_after_warm_up_the_reads_compile_nothing(fresh: App) -> None:
+def test_after_warm_up_the_real_reads_compile_nothing(fresh: App, trader) -> None:
+    """The rehearsal compiles what a real account's reads use: the same statements, the same
+    cache entries (an id list of another length renders the same ANY(array) text)."""
+    t = trader("1000")
     warmup.warm_database(fresh, connections=1)
     cache = fresh.db._compiled_cache
     assert cache is not None
     compiled = len(cache)
     assert compiled > 0
-    warmup.rehearse_reads(fresh)
+    session = fresh.sessions()
+    try:
+        account = lock_account_row(session, t.sub_account_id)
+        assert account.wallet_balance == Decimal("1000")
+        assert set(load_books(session, [t.sub_account_id, NO_ACCOUNT])) == {t.sub_account_id}
+        open_positions_of(session, [t.sub_account_id])
+        open_orders_of(session, [t.sub_account_id])
+    finally:
+        session.rollback()
+        session.close()
     assert len(cache) == compiled  # every statement came from the cache
