@@ -18,7 +18,7 @@ from decimal import Decimal
 import structlog
 from sqlalchemy import Connection
 
-from pms.accounts.ledger import lock_account, lock_account_row
+from pms.accounts.ledger import lock_account
 from pms.app import App
 from pms.domain.enums import Side
 from pms.errors import NotFound
@@ -63,9 +63,8 @@ def rehearse_reads(app: App) -> None:
     transaction that is rolled back: their statements are compiled for this engine."""
     session = app.sessions()
     try:
-        for lock in (lock_account_row, lock_account):
-            with contextlib.suppress(NotFound):
-                lock(session, NO_SUCH_ID)
+        with contextlib.suppress(NotFound):
+            lock_account(session, NO_SUCH_ID)
         assert book_fills(session, [_NO_SUCH_TRADE], "warm-up") == [None]
         load_books(session, [NO_SUCH_ID])
         open_positions_of(session, [NO_SUCH_ID])

@@ -29,8 +29,8 @@ _LOCK_ACCOUNT = (
 
 
 class AccountRow(Protocol):
-    """What an order's checks read of its sub-account: a :class:`SubAccount` or the row
-    :func:`lock_account_row` returns."""
+    """What an order's checks read of its sub-account: a :class:`SubAccount` or the columns
+    :func:`pms.execution.context.lock_and_read_order_context` returns."""
 
     @property
     def id(self) -> int: ...
@@ -46,24 +46,7 @@ class AccountRow(Protocol):
     def tier(self) -> str: ...
 
 
-# The same lock, as a row of the columns an order's checks read, through Core: the intent's
-# transaction changes nothing on the account, so it needs no ORM instance (identity map,
-# attribute instrumentation), which cost most of the statement's CPU.
-_LOCK_ACCOUNT_ROW = (
-    select(
-        SubAccount.id,
-        SubAccount.owner_user_id,
-        SubAccount.is_house,
-        SubAccount.status,
-        SubAccount.wallet_balance,
-        SubAccount.tier,
-    )
-    .where(SubAccount.id == bindparam("id"))
-    .with_for_update()
-)
-
-
-def _not_found(sub_account_id: int) -> NotFound:
+def account_not_found(sub_account_id: int) -> NotFound:
     return NotFound(
         f"sub-account {sub_account_id} does not exist", {"subAccountId": sub_account_id}
     )
@@ -75,17 +58,7 @@ def lock_account(session: Session, sub_account_id: int) -> SubAccount:
     # (one statement, where a separate refresh would be a second SELECT).
     account = session.execute(_LOCK_ACCOUNT, {"id": sub_account_id}).scalar_one_or_none()
     if account is None:
-        raise _not_found(sub_account_id)
-    return account
-
-
-def lock_account_row(session: Session, sub_account_id: int) -> AccountRow:
-    """:func:`lock_account` for a transaction that only reads the account (an order's
-    intent): the same row lock, the row's columns instead of an ORM instance."""
-    row = session.connection().execute(_LOCK_ACCOUNT_ROW, {"id": sub_account_id}).one_or_none()
-    if row is None:
-        raise _not_found(sub_account_id)
-    account: AccountRow = row
+        raise account_not_found(sub_account_id)
     return account
 
 

@@ -43,11 +43,13 @@ class PreparedStatement:
         return f"EXECUTE {self.name} ({args})"
 
     def execute(
-        self, connection: Connection, params: dict[str, Any]
+        self, connection: Connection, params: dict[str, Any], *, before: str = ""
     ) -> CursorResult[Unpack[TupleAny]]:
+        """Run the statement; ``before`` (statements ending in ``;``, same parameters) goes
+        first in the same message, and only the statement's own rows come back."""
         if self.name in connection.info.get(_INFO_KEY, ()):
-            return connection.exec_driver_sql(self.execute_sql, params)
-        return connection.exec_driver_sql(self.sql, params)
+            return connection.exec_driver_sql(before + self.execute_sql, params)
+        return connection.exec_driver_sql(before + self.sql, params)
 
 
 _REGISTRY: dict[str, PreparedStatement] = {}

@@ -15,7 +15,7 @@ from typing import Protocol
 from sqlalchemy import any_, select
 from sqlalchemy.orm import Session
 
-from pms.accounts.ledger import AccountRow
+from pms.accounts.ledger import AccountRow, account_not_found
 from pms.clock import Clock
 from pms.db import prepared
 from pms.db.models import Order, Position, RiskRules
@@ -128,16 +128,20 @@ def open_orders_of(session: Session, ids: list[int]) -> dict[int, list[OpenOrder
     return out
 
 
-# Everything the checks read besides the locked account row, in one round trip (run after
-# the lock, so it sees every intent committed before the lock was granted). Numbers travel
-# as text inside the JSON arrays so they come back as exact Decimals. It also draws the id a
-# new intent will take (an id drawn for an order the checks refuse is simply never used) and
-# the transaction's now(), the intent row's created_at: the intent's INSERT then needs no
-# RETURNING and goes out with its COMMIT.
+# The sub-account's row lock and everything the checks read, in one round trip. Postgres runs
+# the statements of one simple-query message in order, each with a snapshot of its own (READ
+# COMMITTED), so the context query starts once the lock is granted and sees every intent
+# committed before that, as if it had been sent after the lock's reply (tested in
+# tests/trading/test_order_context.py). Numbers travel as text inside the JSON arrays so they
+# come back as exact Decimals. It also draws the id a new intent will take (an id drawn for an
+# order the checks refuse is simply never used) and the transaction's now(), the intent row's
+# created_at: the intent's INSERT then needs no RETURNING and goes out with its COMMIT.
+_LOCK_ACCOUNT_SQL = "SELECT 1 FROM sub_accounts WHERE id = %(a)s FOR UPDATE;\n"
 _ORDER_CONTEXT = prepared.register(
     "pms_order_context",
     """
-SELECT r.max_leverage, r.max_notional_per_symbol, r.max_exposure_multiple, r.price_band_bps,
+SELECT s.id, s.owner_user_id, s.is_house, s.status, s.wallet_balance, s.tier,
+  r.max_leverage, r.max_notional_per_symbol, r.max_exposure_multiple, r.price_band_bps,
   r.max_orders_per_minute, r.warning_ratio, r.restricted_ratio, r.adl1_ratio, r.adl2_ratio,
   r.liquidation_ratio,
   (SELECT count(*) FROM orders
@@ -152,15 +156,27 @@ SELECT r.max_leverage, r.max_notional_per_symbol, r.max_exposure_multiple, r.pri
   (SELECT id FROM orders WHERE request_id = %(rid)s AND status <> %(rejected)s
     ORDER BY id LIMIT 1) AS existing,
   nextval('orders_id_seq') AS next_id, now() AS tx_now
-FROM risk_rules r WHERE r.sub_account_id = %(a)s
+FROM sub_accounts s JOIN risk_rules r ON r.sub_account_id = s.id WHERE s.id = %(a)s
 """,
     {"a": "bigint", "since": "timestamptz", "open": "text[]", "rid": "text", "rejected": "text"},
 )
 
 
+@dataclass(frozen=True, slots=True)
+class LockedAccount:
+    """The locked sub-account's columns that an order's checks read (an :class:`AccountRow`)."""
+
+    id: int
+    owner_user_id: str
+    is_house: bool
+    status: str
+    wallet_balance: Decimal
+    tier: str
+
+
 @dataclass(slots=True)
 class OrderContextRows:
-    """What :func:`read_order_context` read: the inputs of :func:`context_from_rows`."""
+    """What :func:`lock_and_read_order_context` read: the inputs of :func:`context_from_rows`."""
 
     rules: RulesView
     recent: int
@@ -176,11 +192,13 @@ def _dec(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
-def read_order_context(
+def lock_and_read_order_context(
     session: Session, sub_account_id: int, request_id: str | None, clock: Clock
-) -> OrderContextRows:
-    """Rules, recent order count, leverages, open orders, open positions and the live intent
-    of ``request_id`` (a previous delivery), as one statement. The caller holds the lock."""
+) -> tuple[LockedAccount, OrderContextRows]:
+    """Lock the sub-account's row (held until the transaction ends) and read its columns,
+    rules, recent order count, leverages, open orders, open positions and the live intent of
+    ``request_id`` (a previous delivery): one round trip. NotFound if there is no such
+    sub-account."""
     row = _ORDER_CONTEXT.execute(
         session.connection(),
         {
@@ -190,20 +208,30 @@ def read_order_context(
             "rid": request_id,
             "rejected": OrderStatus.REJECTED.value,
         },
+        before=_LOCK_ACCOUNT_SQL,
     ).one_or_none()
-    assert row is not None, "every sub-account has a risk_rules row"
+    if row is None:  # every sub-account has a risk_rules row: no row, no sub-account
+        raise account_not_found(sub_account_id)
+    account = LockedAccount(
+        id=row[0],
+        owner_user_id=row[1],
+        is_house=row[2],
+        status=row[3],
+        wallet_balance=row[4],
+        tier=row[5],
+    )
     rules = RulesView(
-        max_leverage=row[0],
-        max_notional_per_symbol=row[1],
-        max_exposure_multiple=row[2],
-        price_band_bps=row[3],
-        max_orders_per_window=row[4],
+        max_leverage=row[6],
+        max_notional_per_symbol=row[7],
+        max_exposure_multiple=row[8],
+        price_band_bps=row[9],
+        max_orders_per_window=row[10],
         thresholds=TierThresholds(
-            warning=row[5], restricted=row[6], adl1=row[7], adl2=row[8], liquidation=row[9]
+            warning=row[11], restricted=row[12], adl1=row[13], adl2=row[14], liquidation=row[15]
         ),
     )
     open_orders_: list[OpenOrder] = []
-    for sym, side, qty_s, filled_s, price_s, lev, ro in row[12] or ():
+    for sym, side, qty_s, filled_s, price_s, lev, ro in row[18] or ():
         qty, filled = Decimal(qty_s), Decimal(filled_s)
         if qty > filled:
             open_orders_.append(
@@ -218,17 +246,17 @@ def read_order_context(
             )
     positions = {
         sym: RiskPosition(symbol=sym, qty=Decimal(qty_s), entry=Decimal(entry_s), leverage=lev)
-        for sym, qty_s, entry_s, lev in row[13] or ()
+        for sym, qty_s, entry_s, lev in row[19] or ()
     }
-    return OrderContextRows(
+    return account, OrderContextRows(
         rules=rules,
-        recent=int(row[10]),
-        leverages={sym: lev for sym, lev in row[11] or ()},
+        recent=int(row[16]),
+        leverages={sym: lev for sym, lev in row[17] or ()},
         open_orders=open_orders_,
         positions=positions,
-        existing_order_id=row[14],
-        next_order_id=row[15],
-        now=row[16],
+        existing_order_id=row[20],
+        next_order_id=row[21],
+        now=row[22],
     )
 
 

@@ -34,7 +34,7 @@ import structlog
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from pms.accounts.ledger import AccountRow, lock_account, lock_account_row
+from pms.accounts.ledger import AccountRow, lock_account
 from pms.clock import Clock
 from pms.commands import schemas as cmd
 from pms.commands.runner import Deferred
@@ -56,7 +56,7 @@ from pms.exchange.errors import UnknownOrderState
 from pms.exchange.model import Exchange, ExchangeOrder, OrderRequest
 from pms.execution import views
 from pms.execution.booking import Booked, book_fill, book_order_fill
-from pms.execution.context import context_from_rows, read_order_context
+from pms.execution.context import context_from_rows, lock_and_read_order_context
 from pms.execution.instruments import InstrumentCache
 from pms.execution.notify import Notifier
 from pms.marketdata.prices import PriceService
@@ -257,9 +257,8 @@ class OrderService:
         one and True instead (nothing is validated or written: the caller resumes it)."""
         instrument = self._instruments.get(c.symbol)
         with unit_of_work(self._factory) as s:
-            account = lock_account_row(s, c.subAccountId)
-            # After the lock: sees every intent committed before it was granted.
-            rows = read_order_context(s, account.id, c.requestId, self._clock)
+            # Locked, then read: sees every intent committed before the lock was granted.
+            account, rows = lock_and_read_order_context(s, c.subAccountId, c.requestId, self._clock)
             if rows.existing_order_id is not None:
                 existing = s.get(Order, rows.existing_order_id)
                 assert existing is not None

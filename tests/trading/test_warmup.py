@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from pms import warmup
-from pms.accounts.ledger import lock_account_row
+from pms.accounts.ledger import lock_account
 from pms.app import App, build_app
 from pms.config import Settings
 from pms.execution.context import open_orders_of, open_positions_of
@@ -58,7 +58,7 @@ def test_after_warm_up_the_real_reads_compile_nothing(fresh: App, trader) -> Non
     assert compiled > 0
     session = fresh.sessions()
     try:
-        account = lock_account_row(session, t.sub_account_id)
+        account = lock_account(session, t.sub_account_id)
         assert account.wallet_balance == Decimal("1000")
         assert set(load_books(session, [t.sub_account_id, NO_ACCOUNT])) == {t.sub_account_id}
         open_positions_of(session, [t.sub_account_id])
