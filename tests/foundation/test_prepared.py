@@ -41,8 +41,12 @@ def test_a_statement_whose_table_appears_later_runs_unprepared_then_prepared(
         with engine.begin() as conn:
             conn.exec_driver_sql(f"CREATE TABLE {table} (k int, v numeric)")
             conn.exec_driver_sql(f"INSERT INTO {table} VALUES (1, 2.50)")
+        # ``before`` runs first in the same message; only the statement's rows come back.
+        before = f"UPDATE {table} SET v = v + 1 WHERE k = %(k)s;"
         with early.connect() as conn:
             assert str(statement.execute(conn, {"k": 1}).scalar_one()) == "2.50"
+            assert str(statement.execute(conn, {"k": 1}, before=before).scalar_one()) == "3.50"
+            conn.rollback()
         late = make_engine(settings, pool_size=1)
         try:
             with late.connect() as conn:
@@ -50,6 +54,9 @@ def test_a_statement_whose_table_appears_later_runs_unprepared_then_prepared(
                 names = conn.exec_driver_sql("SELECT name FROM pg_prepared_statements").scalars()
                 assert "pms_test_late" in set(names)
                 assert str(statement.execute(conn, {"k": 1}).scalar_one()) == "2.50"
+                result = statement.execute(conn, {"k": 1}, before=before)
+                assert str(result.scalar_one()) == "3.50"
+                conn.rollback()
         finally:
             late.dispose()
     finally:
