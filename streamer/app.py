@@ -39,6 +39,7 @@ from pms.riskengine.feed import RiskFeed
 from pms.riskengine.monitor import RiskMonitor
 from pms.riskengine.trigger import EnforceSender
 from pms.streaming.cache import CacheWriter, FlushHook, stop_if_cancelled
+from pms.streaming.commissions import ensure_usdt_commissions
 from pms.streaming.fills import FillSink
 from pms.streaming.market import KINDS, MarketCache, MarketStream
 from pms.streaming.reconnect import ReconnectPolicy, run_stream
@@ -176,7 +177,7 @@ class Streamer:
             sink,
             board.stream("user"),
             self.clock,
-            on_connected=lambda reconnect: self._order_sync(app, reconnect),
+            on_connected=lambda reconnect: self._on_user_connected(app, rest, reconnect),
             keepalive_ms=cfg.keepalive_ms,
         )
         subs = self.subscriptions = SubscriptionManager(
@@ -238,6 +239,10 @@ class Streamer:
             log.info("streamer stopped")
         if failure is not None:
             raise failure
+
+    async def _on_user_connected(self, app: App, rest: ExchangeRest, reconnect: bool) -> None:
+        await ensure_usdt_commissions(rest)
+        await self._order_sync(app, reconnect)
 
     async def _order_sync(self, app: App, reconnect: bool) -> None:
         """Enqueue ``sync_orders``: whatever happened while we were not listening is found."""

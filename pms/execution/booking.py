@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+import structlog
 from sqlalchemy import any_, bindparam, func, or_, select, tuple_
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
@@ -29,6 +30,8 @@ from pms.exchange.model import TradeReport
 from pms.execution import views
 from pms.execution.position_math import FillEffect, apply_fill
 from pms.messaging.events import EventType
+
+log = structlog.get_logger(__name__)
 
 TERMINAL = {
     OrderStatus.FILLED.value,
@@ -241,6 +244,17 @@ def _book_locked(
         _update_order(order, trade)
         writes.update("orders", order)
     fee_usdt = trade.fee if trade.fee_asset == "USDT" else ZERO
+    if trade.fee_asset != "USDT" and trade.fee:
+        # Recorded on the fill (fee, fee_asset), charged to nobody: the master account paid
+        # it. The streamer turns Binance's BNB fee discount off so this does not happen
+        # (pms.streaming.commissions); reconciliation finds these fills by fee_asset.
+        log.error(
+            "commission not in USDT: recorded on the fill, not charged to the sub-account",
+            subAccountId=account.id,
+            tradeId=trade.trade_id,
+            fee=str(trade.fee),
+            feeAsset=trade.fee_asset,
+        )
     position = _update_position(
         session, writes, account.id, position, trade, leverage, fee_usdt, effect
     )

@@ -64,6 +64,8 @@ class Account:
         self.wallet = balance
         self.update_time = now_ms
         self.leverage: dict[str, int] = {s: DEFAULT_LEVERAGE for s in specs}
+        # POST /fapi/v1/feeBurn: the BNB fee discount (commissions stay USDT: no BNB held).
+        self.fee_burn = False
         self.positions: dict[str, Position] = {s: Position(s) for s in specs}
 
     # --- mutations -------------------------------------------------------------------

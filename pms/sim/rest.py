@@ -71,6 +71,8 @@ class Rest:
             r("GET", "/fapi/v1/positionSide/dual", self.dual_side, "SIGNED"),
             r("POST", "/fapi/v1/positionSide/dual", self.set_dual_side, "SIGNED"),
             r("GET", "/fapi/v1/commissionRate", self.commission_rate, "SIGNED"),
+            r("GET", "/fapi/v1/feeBurn", self.fee_burn, "SIGNED", 30),
+            r("POST", "/fapi/v1/feeBurn", self.set_fee_burn, "SIGNED"),
             r("POST", "/fapi/v1/order", self.new_order, "SIGNED", 0, True),
             r("GET", "/fapi/v1/order", self.get_order, "SIGNED"),
             r("DELETE", "/fapi/v1/order", self.cancel_order, "SIGNED"),
@@ -264,6 +266,19 @@ class Rest:
         spec = self.state.market(require(p, "symbol")).spec
         return {"symbol": spec.symbol, "makerCommissionRate": "0.0002",
                 "takerCommissionRate": "0.0005"}  # fmt: skip
+
+    async def fee_burn(self, p: Params) -> Any:
+        return {"feeBurn": self.state.account.fee_burn}
+
+    async def set_fee_burn(self, p: Params) -> Any:
+        """The BNB fee discount flag. With it on Binance charges commissions in BNB while the
+        futures wallet holds BNB; the simulated wallet holds only USDT, so commissions stay
+        in USDT either way, as Binance's do on a wallet without BNB."""
+        raw = require(p, "feeBurn").lower()
+        if raw not in ("true", "false"):
+            raise errors.bad_param("feeBurn")
+        self.state.account.fee_burn = raw == "true"
+        return {"code": 200, "msg": "success"}
 
     # --- orders --------------------------------------------------------------------------
     def _place(self, p: Params) -> dict[str, Any]:

@@ -63,6 +63,17 @@ class ExchangeRest:
     async def keepalive_listen_key(self, key: str) -> None:
         await self._call("fapiPrivatePutListenKey", {"listenKey": key})
 
+    async def fee_burn(self) -> bool:
+        """Whether the BNB fee discount is on (``GET /fapi/v1/feeBurn``)."""
+        raw = await self._call("fapiPrivateGetFeeBurn", {})
+        value = raw.get("feeBurn") if isinstance(raw, dict) else None
+        if not isinstance(value, bool):
+            raise ExchangeUnavailable(f"feeBurn: unexpected answer {str(raw)[:200]}")
+        return value
+
+    async def set_fee_burn(self, on: bool) -> None:
+        await self._call("fapiPrivatePostFeeBurn", {"feeBurn": "true" if on else "false"})
+
     async def close(self) -> None:
         await self._ex.close()
 

@@ -58,6 +58,18 @@ def test_leverage_and_brackets(ex: Any) -> None:
         assert mm_low == mm_up
 
 
+def test_fee_burn_flag_reads_back_and_rejects_other_values(ex: Any) -> None:
+    assert ex.fapiPrivateGetFeeBurn()["feeBurn"] is False
+    assert ex.fapiPrivatePostFeeBurn({"feeBurn": "true"}) == {"code": 200, "msg": "success"}
+    assert ex.fapiPrivateGetFeeBurn()["feeBurn"] is True
+    with pytest.raises(ccxt.BadRequest) as err:
+        ex.fapiPrivatePostFeeBurn({"feeBurn": "yes"})
+    assert "-1130" in str(err.value)
+    assert ex.fapiPrivateGetFeeBurn()["feeBurn"] is True  # a refused change changes nothing
+    ex.fapiPrivatePostFeeBurn({"feeBurn": "false"})
+    assert ex.fapiPrivateGetFeeBurn()["feeBurn"] is False
+
+
 def test_market_order_walks_the_book_and_pays_taker_fee(ex: Any, sim: SimServer) -> None:
     _, asks = depth(ex)
     qty = D("2.5")
