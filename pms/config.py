@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     sim_url: str = "http://127.0.0.1:8765"
     sim_api_key: str = "pms-sim-key"
     sim_api_secret: SecretStr = SecretStr("pms-sim-secret")
+    # The streamer turns the master account's BNB fee discount off when it finds it on
+    # (commissions paid in BNB are charged to no sub-account: pms.streaming.commissions).
+    # False: it only logs an error.
+    enforce_usdt_commissions: bool = True
     # How long one exchange REST call may take before its outcome is treated as unknown.
     exchange_timeout_ms: int = Field(default=5000, ge=100, le=60_000)
     api_host: str = "127.0.0.1"

@@ -241,7 +241,7 @@ class Streamer:
             raise failure
 
     async def _on_user_connected(self, app: App, rest: ExchangeRest, reconnect: bool) -> None:
-        await ensure_usdt_commissions(rest)
+        await ensure_usdt_commissions(rest, enforce=self.settings.enforce_usdt_commissions)
         await self._order_sync(app, reconnect)
 
     async def _order_sync(self, app: App, reconnect: bool) -> None:

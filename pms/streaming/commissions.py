@@ -5,8 +5,9 @@ discount (``feeBurn``) makes the exchange take commissions in BNB while the futu
 holds BNB: such a commission is recorded on the fill (``fee``, ``fee_asset``) but charged to no
 sub-account, so the master account would pay its sub-accounts' fees. On every user-stream
 connection (a restart, a reconnect: the setting may have changed meanwhile) the streamer asks
-``GET /fapi/v1/feeBurn`` and turns the discount off if it is on. A failure is logged and does
-not stop the stream; the booking logs every fill whose commission is not in USDT.
+``GET /fapi/v1/feeBurn`` and turns the discount off if it is on (``PMS_ENFORCE_USDT_COMMISSIONS``,
+default true; false: it only logs an error). A failure is logged and does not stop the stream;
+the booking logs every fill whose commission is not in USDT.
 """
 
 from __future__ import annotations
@@ -25,12 +26,19 @@ class FeeBurnRest(Protocol):
     async def set_fee_burn(self, on: bool) -> None: ...
 
 
-async def ensure_usdt_commissions(rest: FeeBurnRest) -> bool | None:
-    """Turn the BNB fee discount off if it is on. Returns True if it was turned off, False if
-    it was already off, None if the exchange could not be asked or refused (logged)."""
+async def ensure_usdt_commissions(rest: FeeBurnRest, *, enforce: bool = True) -> bool | None:
+    """Turn the BNB fee discount off if it is on (only report it when ``enforce`` is false).
+    Returns True if it was on, False if it was off, None if the exchange could not be asked
+    or refused the change (logged)."""
     try:
         if not await rest.fee_burn():
             return False
+        if not enforce:
+            log.error(
+                "the BNB fee discount is on: commissions the exchange takes in BNB are not "
+                "charged to sub-accounts (PMS_ENFORCE_USDT_COMMISSIONS is false)"
+            )
+            return True
         await rest.set_fee_burn(False)
     except PmsError as exc:
         log.error(

@@ -19,7 +19,6 @@ from pms.config import Settings
 from pms.db.models import Fill, LedgerEntry
 from pms.db.session import unit_of_work
 from pms.domain.enums import LedgerKind
-from pms.sim.runner import SimServer
 from pms.streaming.commissions import ensure_usdt_commissions
 from pms.streaming.fills import FillSink
 from pms.streaming.rest import ExchangeRest
@@ -67,6 +66,24 @@ def test_the_discount_is_turned_off_once_and_then_left_alone(
     assert [e["log_level"] for e in logs if "BNB fee discount" in e["event"]] == ["warning"]
 
 
+def test_not_enforced_the_discount_is_reported_and_left_on(
+    sim_settings: Settings, fee_burn: Callable[..., bool | None]
+) -> None:
+    fee_burn(True)
+    rest = ExchangeRest(*rest_credentials(sim_settings))
+
+    async def ask() -> bool | None:
+        try:
+            return await ensure_usdt_commissions(rest, enforce=False)
+        finally:
+            await rest.close()
+
+    with capture_logs() as logs:
+        assert asyncio.run(ask()) is True
+    assert fee_burn() is True
+    assert [e["log_level"] for e in logs if "BNB fee discount" in e["event"]] == ["error"]
+
+
 def test_an_exchange_that_cannot_be_asked_is_logged_not_fatal() -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -86,13 +103,20 @@ def test_an_exchange_that_cannot_be_asked_is_logged_not_fatal() -> None:
 
 def test_the_streamer_turns_the_discount_off_when_its_user_stream_connects(
     make_streamer: Callable[..., StreamerThread],
-    sim: SimServer,
+    sim_settings: Settings,
     fee_burn: Callable[..., bool | None],
 ) -> None:
     fee_burn(True)
     st = make_streamer()
     wait_for(lambda: st.streamer.syncs_enqueued >= 1, 15, message="user stream connected")
     assert fee_burn() is False
+    st.stop()
+    fee_burn(True)  # left alone by a streamer told not to enforce it
+    relaxed = make_streamer(
+        settings=sim_settings.model_copy(update={"enforce_usdt_commissions": False})
+    )
+    wait_for(lambda: relaxed.streamer.syncs_enqueued >= 1, 15, message="user stream connected")
+    assert fee_burn() is True
 
 
 def test_a_commission_in_bnb_is_recorded_on_the_fill_and_logged(app: App) -> None:
