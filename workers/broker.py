@@ -15,6 +15,7 @@ from pms.logging import configure_logging
 from pms.messaging.broker import build_broker, make_client
 from pms.messaging.events import EventPublisher
 from pms.messaging.results import ResultStore
+from pms.messaging.unknown_actors import AnswerUnknownActors
 from pms.messaging.wire import QUEUES
 
 # The process edge: dramatiq imports this module in each worker process.
@@ -29,6 +30,7 @@ for _queue in QUEUES:
 clock = SystemClock()
 _client = make_client(settings.redis_url)
 results = ResultStore(_client, prefix=settings.redis_prefix)
+broker.add_middleware(AnswerUnknownActors(results))
 events = EventPublisher(_client, clock, prefix=settings.redis_prefix)
 
 __all__ = ["QUEUES", "broker", "clock", "events", "results", "settings"]

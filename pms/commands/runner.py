@@ -36,7 +36,7 @@ from pms.db.folding import execute_and_commit
 from pms.db.models import Request
 from pms.errors import DuplicateRequest, PmsError, RetryableError, ValidationError
 from pms.messaging import results
-from pms.messaging.results import ResultStore
+from pms.messaging.results import ResultStore, valid_request_id
 
 log = structlog.get_logger(__name__)
 
@@ -95,8 +95,8 @@ class CommandRunner:
     def run(
         self, actor: str, raw: Any, model: type[M], handler: Handler[M]
     ) -> dict[str, Any] | None:
-        request_id = raw.get("requestId") if isinstance(raw, dict) else None
-        if not isinstance(request_id, str) or not 0 < len(request_id) <= 64:
+        request_id = valid_request_id(raw.get("requestId")) if isinstance(raw, dict) else None
+        if request_id is None:
             # Without a usable requestId there is nowhere to answer: log and drop.
             log.warning("command without a valid requestId dropped", actor=actor)
             return None

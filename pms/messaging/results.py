@@ -40,6 +40,11 @@ return redis.call("get", KEYS[1])
 """
 
 
+def valid_request_id(value: Any) -> str | None:
+    """``value`` if it is a usable requestId (a string of 1 to 64 characters), else None."""
+    return value if isinstance(value, str) and 0 < len(value) <= 64 else None
+
+
 def ok(request_id: str, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {"requestId": request_id, "ok": True, "data": dict(data or {})}
 

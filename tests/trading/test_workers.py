@@ -173,6 +173,9 @@ def test_hostile_messages_get_clear_errors_and_write_nothing(
     )
     gateway.client.rpush(f"{gateway.settings.dramatiq_namespace}:pms.trading", "garbage")
     assert gateway.send("ping")["ok"], "the fleet survives unknown actors and undecodable messages"
+    refused = gateway.wait("nope")  # the unknown command was answered, not left to time out
+    assert refused["error"]["code"] == "VALIDATION_ERROR", refused
+    assert refused["error"]["message"] == "unknown command 'no_such_actor'"
     with unit_of_work(session_factory) as s:
         assert s.execute(select(func.count()).select_from(Order)).scalar_one() == before
 
