@@ -97,6 +97,15 @@ test('no result at all rejects with a TIMEOUT error', T, async () => {
   );
 });
 
+test('a command no worker serves is answered, not left to time out', T, async () => {
+  const requestId = `algo-${randomUUID()}`;
+  const result = await client.send({ requestId, subAccountId: 1 }, { actor: 'start_chase', timeoutMs: 5000 });
+  assert.equal(result.ok, false);
+  assert.equal(result.error.code, 'VALIDATION_ERROR');
+  assert.equal(result.error.details.actor, 'start_chase');
+  assert.match(result.error.message, /not served by this version/);
+});
+
 test('enqueue writes the Dramatiq wire format in one MULTI', T, async () => {
   const message = await client.enqueue({ requestId: 'w1', userId: 'u1' }, { actor: 'deposit', queue: 'pms.wiretest' });
   const raw = await admin.hget(`${NAMESPACE}:pms.wiretest.msgs`, message.options.redis_message_id);
