@@ -31,6 +31,8 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pms.domain.numbers import ascii_digits
+
 # Replace a connection idle for longer than this before writing on it. Below the idle timeouts
 # servers and balancers commonly use (nginx and aiohttp 75 s, ALB 60 s, Go 90 s), so a request
 # does not cross the server's close in flight; servers closing sooner (Apache's 5 s) send a FIN
@@ -198,11 +200,7 @@ class _Connection:
             lines = buf[:end].decode("latin-1").split("\r\n")
             version, _, rest = lines[0].partition(" ")
             code, _, reason = rest.partition(" ")
-            if (
-                not version.startswith("HTTP/1.")
-                or len(code) != 3
-                or not (code.isascii() and code.isdigit())
-            ):
+            if not version.startswith("HTTP/1.") or len(code) != 3 or not ascii_digits(code):
                 raise _ProtocolError(f"bad status line {lines[0][:80]!r}")
             status = int(code)
             pos = end + 4

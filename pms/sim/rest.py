@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from pms.domain.numbers import ascii_digits
 from pms.sim import errors
 from pms.sim.orders import Order
 from pms.sim.state import SimState
@@ -238,7 +239,7 @@ class Rest:
     async def set_leverage(self, p: Params) -> Any:
         spec = self.state.market(require(p, "symbol")).spec
         raw = require(p, "leverage")
-        lev = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 6 else 0
+        lev = int(raw) if ascii_digits(raw) and len(raw) < 6 else 0
         if not 1 <= lev <= spec.max_leverage:
             raise errors.leverage_invalid(raw)
         self.state.account.leverage[spec.symbol] = lev
