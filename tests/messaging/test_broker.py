@@ -17,6 +17,7 @@ import redis
 from pms.config import Settings
 from pms.messaging import wire
 from pms.messaging.broker import FastRedisBroker, build_broker, make_client
+from tests.support import wait_for
 
 from .conftest import ROOT
 
@@ -175,10 +176,7 @@ def test_consumer_survives_its_redis_connections_being_killed(
     assert {s["requestId"] for s in seen} == {"before", *(f"after{i}" for i in range(5))}
     # and every message gets acked: nothing left in flight
     ns = harness.broker.namespace
-    deadline = time.monotonic() + 2
-    while rclient.hlen(f"{ns}:{QUEUE}.msgs") and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert rclient.hlen(f"{ns}:{QUEUE}.msgs") == 0
+    wait_for(lambda: rclient.hlen(f"{ns}:{QUEUE}.msgs") == 0, 2, message="every message acked")
 
 
 def test_a_claim_whose_reply_was_lost_runs_after_the_reconnect(
@@ -205,10 +203,7 @@ def test_a_claim_whose_reply_was_lost_runs_after_the_reconnect(
             rclient.client_kill_filter(_id=c["id"])
     seen = harness.wait_for(2, timeout=10)
     assert [s["requestId"] for s in seen] == ["before", "stranded"]
-    deadline = time.monotonic() + 2
-    while rclient.hlen(f"{ns}:{QUEUE}.msgs") and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert rclient.hlen(f"{ns}:{QUEUE}.msgs") == 0  # acked, once
+    wait_for(lambda: rclient.hlen(f"{ns}:{QUEUE}.msgs") == 0, 2, message="acked, once")
     assert not rclient.smembers(harness.broker.acks_key(QUEUE))
 
 
@@ -217,9 +212,7 @@ def test_a_message_in_flight_when_the_connection_drops_runs_once(
 ) -> None:
     """The recovery after a reconnect leaves alone what the worker is running."""
     harness.held.send({"requestId": "in-flight"})
-    deadline = time.monotonic() + 5
-    while not rclient.smembers(harness.broker.acks_key(QUEUE)) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: rclient.smembers(harness.broker.acks_key(QUEUE)), 5, message="claimed")
     killed = {c["id"] for c in rclient.client_list() if c.get("name") == harness.client_name}
     for client_id in killed:
         rclient.client_kill_filter(_id=client_id)
@@ -231,10 +224,7 @@ def test_a_message_in_flight_when_the_connection_drops_runs_once(
             for c in rclient.client_list()
         )
 
-    deadline = time.monotonic() + 5
-    while not blocked_again():
-        assert time.monotonic() < deadline, "the consumer did not reconnect"
-        time.sleep(0.01)
+    wait_for(blocked_again, 5, message="the consumer to reconnect")
     harness.gate.set()
     harness.wait_for(1)
     time.sleep(0.5)  # a wrongly re-queued copy would run now
@@ -258,9 +248,7 @@ def test_many_messages_across_two_consumers_each_run_once(msg_settings: Settings
     try:
         for i in range(300):
             first.record.send({"requestId": f"m{i}"})
-        deadline = time.monotonic() + 10
-        while len(first.seen) + len(second.seen) < 300 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(first.seen) + len(second.seen) >= 300, 10, message="300 runs")
         ids = [s["requestId"] for s in first.seen + second.seen]
         assert sorted(ids) == sorted(f"m{i}" for i in range(300))
     finally:

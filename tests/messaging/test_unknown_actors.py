@@ -17,6 +17,7 @@ from pms.messaging import results, wire
 from pms.messaging.broker import build_broker, make_client
 from pms.messaging.results import ResultStore
 from pms.messaging.unknown_actors import AnswerUnknownActors
+from tests.support import wait_for
 
 QUEUE = "pms.trading"
 
@@ -77,10 +78,7 @@ def test_an_unknown_command_is_answered_and_dead_lettered(fleet: Fleet) -> None:
     assert result["error"]["code"] == "VALIDATION_ERROR"
     assert result["error"]["message"] == "unknown command 'no_such_actor'"
     assert fleet.results.get("u-1") == result  # stored: a gateway's GET fallback finds it
-    deadline = time.monotonic() + 5
-    while fleet.dead_letters() < 1:
-        assert time.monotonic() < deadline, "not dead-lettered"
-        time.sleep(0.01)
+    wait_for(lambda: fleet.dead_letters() >= 1, 5, message="the dead letter")
 
 
 def test_a_protocol_command_this_version_does_not_serve_says_so(fleet: Fleet) -> None:

@@ -8,7 +8,6 @@ lock and re-reads the locked row, but its sub-selects keep the snapshot taken be
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -22,23 +21,14 @@ from pms.db.session import unit_of_work
 from pms.domain.enums import LedgerKind
 from pms.errors import NotFound
 from pms.execution.context import LockedAccount, OrderContextRows, lock_and_read_order_context
-from tests.support import statements_on
+from tests.support import statements_on, wait_for
 from tests.trading.conftest import BTC, Trader
 
 
-def _wait_until_blocked(app: App, backend_pid: int) -> None:
-    """Until ``backend_pid`` waits for a lock (polled in Postgres, not slept through)."""
-    deadline = time.monotonic() + 10
+def _waiting_for_a_lock(app: App, backend_pid: int) -> bool:
     with app.db.connect() as conn:
-        while time.monotonic() < deadline:
-            waiting = conn.execute(
-                text("SELECT count(*) FROM pg_locks WHERE pid = :pid AND NOT granted"),
-                {"pid": backend_pid},
-            ).scalar_one()
-            if waiting:
-                return
-            conn.rollback()
-    raise AssertionError("the reader never waited for the lock")
+        query = text("SELECT count(*) FROM pg_locks WHERE pid = :pid AND NOT granted")
+        return bool(conn.execute(query, {"pid": backend_pid}).scalar_one())
 
 
 def test_the_context_sees_what_the_lock_holder_committed(
@@ -72,7 +62,7 @@ def test_the_context_sees_what_the_lock_holder_committed(
 
         thread = threading.Thread(target=read_context)
         thread.start()
-        _wait_until_blocked(app, reader_pid)
+        wait_for(lambda: _waiting_for_a_lock(app, reader_pid), 10, message="the lock wait")
         assert not read  # still waiting for the holder
         holder.commit()
         thread.join(10)
