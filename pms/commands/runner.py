@@ -12,7 +12,12 @@ its lock while it works, so a concurrent duplicate waits and then replays the st
 
 A handler answers a ``dict`` (the result's ``data``) or a :class:`Deferred`: its ``within``
 statement runs in the statement that stores the result (same commit), its ``after`` step once
-the result is published. An order placement uses it to answer as soon as the exchange has
+the result is stored and published.
+
+The result is published while it is committed: its Redis ``MULTI`` is written just before
+the ``COMMIT`` and its reply read after, so the gateway hears one round trip earlier. If the
+commit then fails, the published answer stands (it is what the handler did) and the request
+stays open: a retry or a redelivery resumes from what the handler persisted. An order placement uses it to answer as soon as the exchange has
 accepted the order (SPEC §3.3: "fills arrive as events") and book the fills afterwards.
 """
 
@@ -36,7 +41,7 @@ from pms.db.folding import execute_and_commit
 from pms.db.models import Request
 from pms.errors import DuplicateRequest, PmsError, RetryableError, ValidationError
 from pms.messaging import results
-from pms.messaging.results import ResultStore, valid_request_id
+from pms.messaging.results import PendingPut, ResultStore, valid_request_id
 
 log = structlog.get_logger(__name__)
 
@@ -130,6 +135,8 @@ class CommandRunner:
     ) -> dict[str, Any]:
         digest = payload_hash(raw)
         session = self._factory()
+        pending: PendingPut | None = None
+        published = False
         try:
             with session.begin():
                 # First delivery: the INSERT claims the row and holds its lock, one statement.
@@ -170,28 +177,39 @@ class CommandRunner:
                 # inserts it again while the order intent (committed on its own) exists.
                 result, final, deferred = self._call(request_id, command, handler)
                 if final:
+                    sql, params = (
+                        _DONE_SQL,
+                        {
+                            "done_request_id": request_id,
+                            "done_result": orjson.dumps(
+                                result, option=orjson.OPT_NON_STR_KEYS
+                            ).decode(),
+                            "done_at": self._clock.now(),
+                        },
+                    )
+                    if deferred is not None and deferred.within is not None:
+                        within_sql, within_params = deferred.within
+                        sql = f"WITH within AS ({within_sql}) {sql}"
+                        params |= within_params
+                    # The result goes to Redis while Postgres commits it: its MULTI is sent
+                    # first and its reply read after the COMMIT's (one round trip's wait, not
+                    # two). Concurrent duplicates still wait for the COMMIT (the row's lock).
+                    pending = self._results.send(request_id, result)
                     try:
-                        sql, params = (
-                            _DONE_SQL,
-                            {
-                                "done_request_id": request_id,
-                                "done_result": orjson.dumps(
-                                    result, option=orjson.OPT_NON_STR_KEYS
-                                ).decode(),
-                                "done_at": self._clock.now(),
-                            },
-                        )
-                        if deferred is not None and deferred.within is not None:
-                            within_sql, within_params = deferred.within
-                            sql = f"WITH within AS ({within_sql}) {sql}"
-                            params |= within_params
                         # The transaction's last statement: sent with its COMMIT.
                         execute_and_commit(session.connection(), sql, params)
                     except Exception as exc:
                         raise _OutcomeNotRecorded from exc
+                    finally:
+                        published = pending.wait()
         except _OutcomeNotRecorded:
             # Rolled back: neither the result nor ``within`` is stored; a retry with the same
             # requestId resumes from what the handler persisted before (its intent).
+            if pending is not None and pending.wait():
+                # The gateway has the handler's (true) answer already: an error now would
+                # contradict it. The request stays open; a retry or redelivery resumes it.
+                log.exception("result published but not stored; a retry resumes the command")
+                return result
             log.exception("could not store the command's result")
             internal = PmsError(
                 "internal error; the command may be retried with the same requestId"
@@ -199,8 +217,11 @@ class CommandRunner:
             return self._answer(request_id, results.from_exception(request_id, internal))
         finally:
             session.close()
-        # Stored durably first; then delivered; then the deferred work.
-        self._results.put(request_id, result)
+        if not (final and published):
+            # Not final (nothing stored), or Redis missed the early put: through the client,
+            # which reconnects and retries.
+            self._results.put(request_id, result)
+        # Then the deferred work.
         if deferred is not None and deferred.after is not None:
             try:
                 deferred.after()

@@ -27,21 +27,50 @@ def bulk(text: str) -> str:
     return f"${size}\r\n{text}\r\n"
 
 
+def command(args: list[bytes]) -> bytes:
+    """A whole RESP command."""
+    last = args[-1]
+    return head(args[:-1]) + b"$%d\r\n%b\r\n" % (len(last), last)
+
+
 def round_trip(client: redis.Redis, pieces: Iterable[bytes], replies: int) -> list[Any]:
     """Send ``pieces`` (framed commands, written one by one as the iterable yields them, so
     Redis works on the first while the next is framed), then read ``replies`` replies.
 
     A reply that is a server error raises it (as redis-py does)."""
-    pool = client.connection_pool
-    conn = pool.get_connection()
-    try:
-        first = True
-        for piece in pieces:
-            conn.send_packed_command([piece], check_health=first)  # type: ignore[no-untyped-call]
-            first = False
-        return [conn.read_response() for _ in range(replies)]
-    except BaseException:
-        conn.disconnect()  # type: ignore[no-untyped-call]
-        raise
-    finally:
-        pool.release(conn)
+    return InFlight(client, pieces).replies(replies)
+
+
+class InFlight:
+    """Framed commands sent on a pooled connection whose replies are read later, by
+    :meth:`replies`: the caller does other work (another server's round trip) while Redis
+    answers. The connection stays out of the pool until :meth:`replies` is called, which the
+    caller must do exactly once (in a ``finally``)."""
+
+    def __init__(self, client: redis.Redis, pieces: Iterable[bytes]) -> None:
+        self._pool = client.connection_pool
+        conn = self._pool.get_connection()
+        try:
+            first = True
+            for piece in pieces:
+                conn.send_packed_command([piece], check_health=first)  # type: ignore[no-untyped-call]
+                first = False
+        except BaseException:
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            self._pool.release(conn)
+            raise
+        self._conn: Any = conn
+
+    def replies(self, count: int) -> list[Any]:
+        """Read ``count`` replies and give the connection back; a reply that is a server
+        error raises it, a failure drops the connection."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            raise RuntimeError("the replies were read already")
+        try:
+            return [conn.read_response() for _ in range(count)]
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            self._pool.release(conn)

@@ -20,7 +20,7 @@ import redis
 import structlog
 
 from pms.errors import PmsError
-from pms.messaging import wire
+from pms.messaging import resp, wire
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +86,25 @@ class ResultStore:
         log.debug("result stored", requestId=request_id, ok=result.get("ok"))
         return payload
 
+    def send(self, request_id: str, result: Mapping[str, Any]) -> PendingPut:
+        """Start :meth:`put` without waiting for Redis: the same ``MULTI`` (``SET`` +
+        ``PUBLISH``) is written now and its replies are read by :meth:`PendingPut.wait`, so
+        the caller's next round trip (the result's commit) overlaps Redis's. Never raises for
+        Redis: a failed send shows as ``wait()`` returning False."""
+        payload = self._encode(request_id, result)
+        frames = [
+            resp.command([b"MULTI"]),
+            resp.command(
+                [b"SET", self.key(request_id).encode(), payload, b"EX", b"%d" % self._ttl_s]
+            ),
+            resp.command([b"PUBLISH", self.channel.encode(), payload]),
+            resp.command([b"EXEC"]),
+        ]
+        try:
+            return PendingPut(request_id, resp.InFlight(self._client, [b"".join(frames)]))
+        except (redis.RedisError, OSError) as exc:
+            return PendingPut(request_id, None, exc)
+
     def put_if_absent(
         self, request_id: str, result: Mapping[str, Any]
     ) -> tuple[bool, dict[str, Any]]:
@@ -125,3 +144,37 @@ class ResultStore:
         if result.get("requestId") != request_id:
             raise ValueError(f"result requestId {result.get('requestId')!r} is not {request_id!r}")
         return wire.dumps(result)
+
+
+class PendingPut:
+    """A result whose ``MULTI`` was sent (see :meth:`ResultStore.send`)."""
+
+    def __init__(
+        self, request_id: str, sent: resp.InFlight | None, error: BaseException | None = None
+    ) -> None:
+        self.request_id = request_id
+        self._sent = sent
+        self._error = error
+        self._done: bool | None = None
+
+    def wait(self) -> bool:
+        """True once Redis stored and published the result; False (logged) when it did not."""
+        if self._done is None:
+            self._done = self._finish()
+        return self._done
+
+    def _finish(self) -> bool:
+        if self._sent is not None:
+            try:
+                # "OK" for MULTI, "QUEUED" twice, then the EXEC's replies.
+                replies = self._sent.replies(4)
+                executed = replies[-1]
+                if executed is not None and not any(
+                    isinstance(r, redis.ResponseError) for r in executed
+                ):
+                    return True
+                self._error = redis.ResponseError(f"EXEC answered {executed!r}")
+            except (redis.RedisError, OSError) as exc:
+                self._error = exc
+        log.warning("result not stored in Redis", requestId=self.request_id, error=str(self._error))
+        return False
