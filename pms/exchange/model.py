@@ -59,8 +59,10 @@ class TradeReport:
     fee_asset: str
     is_maker: bool
     traded_at: datetime
-    # Set when the reporting path knows the order's cumulative state (user stream).
+    # Set when the reporting path knows the order's cumulative state (user stream): its
+    # status and filled quantity once this trade is counted (``X`` and ``z``).
     order_status: str | None = None
+    order_filled: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -414,8 +414,15 @@ def _update_order(order: Order, trade: TradeReport) -> None:
             if new_filled == order.qty
             else OrderStatus.PARTIALLY_FILLED.value
         )
-    if trade.order_status in TERMINAL:
-        order.status = trade.order_status
+    # The exchange's terminal status (the user stream's ``X``) is taken only once every fill
+    # it implies is booked (``z``; FILLED implies the whole quantity): a fill the stream
+    # missed keeps the order open, where order-sync finds and books it.
+    if trade.order_status in TERMINAL and order.status != trade.order_status:
+        implied = trade.order_filled
+        if implied is None:
+            implied = order.qty if trade.order_status == OrderStatus.FILLED.value else None
+        if implied is not None and new_filled >= implied:
+            order.status = trade.order_status
     if order.exchange_order_id is None:
         order.exchange_order_id = trade.exchange_order_id
 

@@ -99,6 +99,7 @@ def parse_order_trade_update(event: dict[str, Any]) -> OrderUpdate:
             is_maker=bool(o.get("m", False)),
             traded_at=datetime.fromtimestamp(int(o["T"]) / 1000, UTC),
             order_status=str(o["X"]),
+            order_filled=Decimal(o["z"]),
         )
     return OrderUpdate(
         symbol=symbol,
