@@ -26,9 +26,19 @@ def to_exchange_id(symbol: str) -> str:
 
 def from_exchange_id(exchange_id: str) -> str:
     """``BTCUSDT`` → ``BTC/USDT:USDT`` for linear USDⓈ-M perpetuals."""
+    symbol = perpetual_of(exchange_id)
+    if symbol is None:
+        raise ValueError(f"cannot map exchange id {exchange_id!r} to a canonical symbol")
+    return symbol
+
+
+def perpetual_of(exchange_id: str) -> str | None:
+    """The canonical symbol of a linear perpetual's exchange id; None for any other contract
+    the account may hold (a quarterly ``BTCUSDT_260626``, traded by hand outside the engine),
+    which the engine neither trades nor books."""
     upper = exchange_id.upper()
     for quote in QUOTES:
-        if upper.endswith(quote) and len(upper) > len(quote):
-            base = upper[: -len(quote)]
+        base = upper[: -len(quote)]
+        if upper.endswith(quote) and base and base.isalnum() and base.isascii():
             return f"{base}/{quote}:{quote}"
-    raise ValueError(f"cannot map exchange id {exchange_id!r} to a canonical symbol")
+    return None

@@ -21,7 +21,7 @@ import ccxt
 from pms.domain.enums import OrderType, Side
 from pms.domain.instrument import Instrument, LeverageBracket
 from pms.domain.numbers import parse_decimal
-from pms.domain.symbols import from_exchange_id, to_exchange_id
+from pms.domain.symbols import from_exchange_id, perpetual_of, to_exchange_id
 from pms.errors import ExchangeRejected, PmsError
 from pms.exchange.ccxt_factory import make_binanceusdm
 from pms.exchange.errors import OrderUnknownToExchange, UnknownOrderState, translate
@@ -327,9 +327,9 @@ class BinanceExchange:
 
     def fetch_open_orders(self, symbol: str | None = None) -> list[ExchangeOrder]:
         params = {"symbol": to_exchange_id(symbol)} if symbol else {}
-        return [
-            parse_order(o) for o in self._call("open orders", "fapiPrivateGetOpenOrders", params)
-        ]
+        rows = self._call("open orders", "fapiPrivateGetOpenOrders", params)
+        # Orders in contracts the engine does not trade (quarterlies) are not ours to settle.
+        return [parse_order(o) for o in rows if perpetual_of(str(o.get("symbol", "")))]
 
     def fetch_order_trades(self, symbol: str, exchange_order_id: str) -> list[TradeReport]:
         """The trades of one order: ``orderId`` (Binance filters by it), bounded below by the
@@ -371,6 +371,9 @@ class BinanceExchange:
              "entryPrice": "60000.1", "markPrice": "60100.0", "unRealizedProfit": "0.999", ...}
         """
         rows = self._call("positions", "fapiPrivateV3GetPositionRisk", {})
+        # The master account may also hold contracts the engine does not trade (a quarterly
+        # BTCUSDT_260626 opened by hand): they are no sub-account's, so not compared.
+        rows = [r for r in rows if perpetual_of(str(r.get("symbol", "")))]
         return [
             ExchangePosition(
                 symbol=from_exchange_id(r["symbol"]),

@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect
 
 from pms.clock import Clock
 from pms.domain.enums import Side
-from pms.domain.symbols import from_exchange_id
+from pms.domain.symbols import from_exchange_id, perpetual_of
 from pms.errors import PmsError
 from pms.exchange.model import TradeReport
 from pms.streaming.reconnect import Connection, Reconnect
@@ -128,8 +128,9 @@ def parse_account_update(event: dict[str, Any]) -> AccountUpdate:
         reason=str(a.get("m", "")),
         balances={str(b["a"]): Decimal(b["wb"]) for b in a.get("B", [])},
         positions=tuple(
-            AccountPosition(from_exchange_id(p["s"]), Decimal(p["pa"]), Decimal(p["ep"]))
+            AccountPosition(symbol, Decimal(p["pa"]), Decimal(p["ep"]))
             for p in a.get("P", [])
+            if (symbol := perpetual_of(str(p["s"]))) is not None
         ),
         event_ms=int(event["E"]),
     )
@@ -192,6 +193,8 @@ class UserStream:
         kind = event.get("e")
         self.health.event_ms = event.get("E") or self.health.event_ms
         if kind == "ORDER_TRADE_UPDATE":
+            if perpetual_of(str(event.get("o", {}).get("s", ""))) is None:
+                return  # a contract the engine does not trade (a quarterly): not ours
             self.sink.order_update(parse_order_trade_update(event))
         elif kind == "ACCOUNT_UPDATE":
             self.sink.account_update(parse_account_update(event))

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pms.domain.numbers import is_multiple, parse_decimal, quantize_down, quantize_up, to_wire
-from pms.domain.symbols import from_exchange_id, to_exchange_id
+from pms.domain.symbols import from_exchange_id, perpetual_of, to_exchange_id
 
 steps = st.sampled_from(
     [Decimal("0.001"), Decimal("0.01"), Decimal("0.1"), Decimal("1"), Decimal("0.00001")]
@@ -90,3 +90,23 @@ def test_symbols_map_both_ways() -> None:
         to_exchange_id("BTCUSDT")
     with pytest.raises(ValueError):
         from_exchange_id("USDT")
+    with pytest.raises(ValueError):
+        from_exchange_id("BTCUSDT_260626")
+
+
+@pytest.mark.parametrize(
+    ("exchange_id", "symbol"),
+    [
+        ("BTCUSDT", "BTC/USDT:USDT"),
+        ("ETHUSDC", "ETH/USDC:USDC"),
+        ("1000PEPEUSDT", "1000PEPE/USDT:USDT"),
+        ("BTCUSDT_260626", None),  # a quarterly
+        ("ETHUSDT_251226", None),
+        ("USDT", None),
+        ("BTC-USDT", None),
+        ("ÀUSDT", None),
+        ("", None),
+    ],
+)
+def test_perpetual_of(exchange_id: str, symbol: str | None) -> None:
+    assert perpetual_of(exchange_id) == symbol

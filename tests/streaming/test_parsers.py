@@ -111,6 +111,7 @@ def test_order_trade_update_trade_is_a_trade_report() -> None:
     assert maker.trade.fee == Decimal(raw["n"]) and maker.trade.fee_asset == "USDT"
     assert maker.trade.fee == Decimal("0.004") * Decimal("59990.0") * Decimal("0.0002")
     assert maker.trade.order_status == "FILLED"
+    assert maker.trade.order_filled == Decimal(raw["z"])
     assert maker.trade.traded_at.tzinfo is not None
 
 
@@ -118,6 +119,19 @@ def test_account_update() -> None:
     a = parse_account_update(events("user", "ACCOUNT_UPDATE")[0])
     assert a.reason == "ORDER" and "USDT" in a.balances
     assert a.positions[0].symbol == "BTC/USDT:USDT" and a.positions[0].amount == Decimal("0.004")
+
+
+def _quarterly(event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` as if it were about BTCUSDT_260626, a quarterly the engine does not trade."""
+    return orjson.loads(orjson.dumps(event).replace(b'"BTCUSDT"', b'"BTCUSDT_260626"'))
+
+
+def test_account_update_leaves_out_contracts_the_engine_does_not_trade() -> None:
+    event = events("user", "ACCOUNT_UPDATE")[0]
+    both = orjson.loads(orjson.dumps(event))
+    both["a"]["P"] = [*_quarterly(event)["a"]["P"], *event["a"]["P"]]
+    a = parse_account_update(both)
+    assert [p.symbol for p in a.positions] == ["BTC/USDT:USDT"]
 
 
 class Recorder:
@@ -149,6 +163,15 @@ def test_user_frames_replayed_through_the_stream() -> None:
     ]
     assert len(sink.accounts) == 2
     assert stream.listen_key is None  # listenKeyExpired: a new one is needed
+
+
+def test_order_events_of_contracts_the_engine_does_not_trade_are_skipped() -> None:
+    sink = Recorder()
+    stream = UserStream("ws://unused", None, sink, StreamHealth("user"), clock=None)  # type: ignore[arg-type]
+    for event in events("user", "ORDER_TRADE_UPDATE"):
+        stream.on_message(orjson.dumps(_quarterly(event)), 1)  # a hand-placed quarterly order
+    stream.on_message(orjson.dumps(events("user", "ORDER_TRADE_UPDATE")[0]), 2)
+    assert [u.symbol for u in sink.orders] == ["BTC/USDT:USDT"]
 
 
 async def _replay_market() -> tuple[MarketStream, CacheWriter]:
