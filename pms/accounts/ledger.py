@@ -75,13 +75,15 @@ def post_entry(
 ) -> LedgerEntry:
     """Append an entry and move the balance by ``amount`` (signed).
 
-    Refuses to take a non-house balance below zero unless ``allow_negative`` (never used for
-    sub-accounts: the database check would refuse it anyway; the flag exists for the house).
+    Refuses an entry that lowers a non-house balance below zero unless ``allow_negative``
+    (the flag exists for the house). A credit is always taken: a sub-account's wallet may
+    already be below zero, from a fill's loss while it holds positions (pms.execution.booking),
+    and a deposit then reduces what it owes.
     """
     if amount == 0:
         raise ValidationError("a ledger entry cannot be zero")
     new_balance = account.wallet_balance + amount
-    if new_balance < 0 and not (account.is_house or allow_negative):
+    if amount < 0 and new_balance < 0 and not (account.is_house or allow_negative):
         raise ValidationError(
             f"entry of {amount} would take sub-account {account.id} below zero",
             {"balance": str(account.wallet_balance), "amount": str(amount)},

@@ -78,7 +78,6 @@ class SubAccount(Base):
     updated_at: Mapped[datetime] = _created()
 
     __table_args__ = (
-        CheckConstraint("is_house OR wallet_balance >= 0", name="wallet_non_negative"),
         CheckConstraint(_in("status", ACCOUNT_STATUSES), name="status_valid"),
         CheckConstraint(_in("tier", TIERS), name="tier_valid"),
         CheckConstraint("length(name) > 0", name="name_not_empty"),

@@ -260,7 +260,12 @@ def _book_locked(
     )
     realized = effect.realized
     before = account.wallet_balance
-    balance, shortfall = _post_pnl_and_fee(writes, account, realized, fee_usdt, fill_id)
+    flat_after = position.qty == 0 and not any(
+        p.closed_at is None and p.symbol != trade.symbol for p in positions
+    )
+    balance, shortfall = _post_pnl_and_fee(
+        writes, account, realized, fee_usdt, fill_id, flat_after=flat_after
+    )
     positions.extend(writes.execute(session))
     if balance != before:
         set_committed_value(account, "wallet_balance", balance)
@@ -480,24 +485,36 @@ def _update_position(
 
 
 def _post_pnl_and_fee(
-    writes: _Writes, account: SubAccount, realized: Decimal, fee: Decimal, fill_id: int
+    writes: _Writes,
+    account: SubAccount,
+    realized: Decimal,
+    fee: Decimal,
+    fill_id: int,
+    *,
+    flat_after: bool,
 ) -> tuple[Decimal, Decimal]:
-    """Post realized PnL then the fee; what would take the balance below zero is posted up
-    to the balance, and the shortfall (returned with the new balance) is the house's."""
+    """Post the fill's realized PnL and fee in full; returns the new balance and the
+    shortfall the house insures.
+
+    A sub-account's wallet may go below zero while the account still holds positions: their
+    profit may yet cover the loss, as on Binance's cross wallet, and the risk engine sees the
+    equity (wallet + uPnL) either way. Once the account holds no position, whatever is still
+    below zero is the house's (SPEC §5): an INSURANCE entry brings the wallet back to zero and
+    the shortfall is returned for :func:`absorb_shortfall`. Paying at the first fill instead let
+    a solvent account keep the house's money: close the losing leg first (insured), then the
+    winning one (kept).
+    """
     balance = account.wallet_balance
-    shortfall = ZERO
     entries: list[tuple[str, Decimal, Decimal]] = []
     for kind, amount in ((LedgerKind.REALIZED_PNL, realized), (LedgerKind.FEE, -fee)):
-        if amount == 0:
-            continue
-        if (
-            balance + amount < 0 and not account.is_house
-        ):  # the house is the insurer: it may go below zero
-            shortfall += -(balance + amount)
-            amount = -balance
         if amount != 0:
             balance += amount
             entries.append((kind.value, amount, balance))
+    shortfall = ZERO
+    if balance < 0 and flat_after and not account.is_house:  # the house is the insurer
+        shortfall = -balance
+        balance = ZERO
+        entries.append((LedgerKind.INSURANCE.value, shortfall, balance))
     if entries:
         writes.ledger(account.id, balance, entries, str(fill_id))
     return balance, shortfall

@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -91,12 +91,21 @@ def test_deposit_by_request_id_is_posted_once(session_factory: sessionmaker[Sess
     assert balance(session_factory, account_id) == Decimal("5")
 
 
-def test_database_refuses_a_negative_wallet(session_factory: sessionmaker[Session]) -> None:
+def test_an_entry_may_not_lower_a_sub_account_below_zero_but_a_credit_is_taken(
+    session_factory: sessionmaker[Session],
+) -> None:
+    # Arrange: a wallet below zero, as a fill's loss leaves it while positions stay open.
     account_id, _ = funded_account(session_factory, "1")
-    with pytest.raises(IntegrityError), unit_of_work(session_factory) as s:
-        s.execute(
-            text("UPDATE sub_accounts SET wallet_balance = -1 WHERE id = :i"), {"i": account_id}
-        )
+    with unit_of_work(session_factory) as s:
+        account = lock_account(s, account_id)
+        post_entry(s, account, LedgerKind.REALIZED_PNL, Decimal("-5"), allow_negative=True)
+
+    # Act / Assert: a debit is refused, a deposit is taken (it reduces what the account owes).
+    with pytest.raises(ValidationError, match="below zero"), unit_of_work(session_factory) as s:
+        post_entry(s, lock_account(s, account_id), LedgerKind.FEE, Decimal("-1"))
+    with unit_of_work(session_factory) as s:
+        service.deposit(s, account_id, Decimal("3"))
+    assert balance(session_factory, account_id) == Decimal("-1")
     with unit_of_work(session_factory) as s:
         house = service.house_account(s)
         post_entry(

@@ -28,14 +28,16 @@ BTC = "BTC/USDT:USDT"
 _trade_ids = iter(range(10**9, 2 * 10**9))
 
 
-def make_order(factory: sessionmaker[Session], sub: int, side: str, qty: str) -> Order:
+def make_order(
+    factory: sessionmaker[Session], sub: int, side: str, qty: str, symbol: str = BTC
+) -> Order:
     with unit_of_work(factory) as s:
         oid = int(s.execute(select(func.nextval("orders_id_seq"))).scalar_one())
         order = Order(
             id=oid,
             client_order_id=f"pms-{oid}",
             sub_account_id=sub,
-            symbol=BTC,
+            symbol=symbol,
             side=side,
             type="MARKET",
             qty=D(qty),
@@ -50,7 +52,7 @@ def make_order(factory: sessionmaker[Session], sub: int, side: str, qty: str) ->
 
 def trade(order: Order, qty: str, price: str, fee: str = "0") -> TradeReport:
     return TradeReport(
-        symbol=BTC,
+        symbol=order.symbol,
         trade_id=str(next(_trade_ids)),
         exchange_order_id=str(order.id),
         client_order_id=order.client_order_id,
@@ -204,9 +206,10 @@ def test_the_house_may_go_below_zero_and_never_insures_itself(
             .select_from(LedgerEntry)
             .where(LedgerEntry.sub_account_id == house_id, LedgerEntry.kind == "INSURANCE")
         ).scalar_one()
-    buy = make_order(session_factory, house_id, "BUY", "0.01")
+    # A symbol of its own: the house may hold BTC taken over by other tests.
+    buy = make_order(session_factory, house_id, "BUY", "0.01", "ZEC/USDT:USDT")
     book(session_factory, trade(buy, "0.01", "60000"))
-    sell = make_order(session_factory, house_id, "SELL", "0.01")
+    sell = make_order(session_factory, house_id, "SELL", "0.01", "ZEC/USDT:USDT")
     book(session_factory, trade(sell, "0.01", "10000", fee="0.1"))  # a 500 loss
     with unit_of_work(session_factory) as s:
         house = house_account(s)
