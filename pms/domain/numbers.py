@@ -2,8 +2,9 @@
 
 Everything that is money, a price or a quantity is a :class:`~decimal.Decimal` built from a
 string and quantised to the instrument's tick or step. ``parse_decimal`` is the edge: it accepts
-decimal strings and JSON numbers (ints, and floats by their shortest repr, as a JSON parser
-hands them over) and rejects NaN, infinities, booleans, exponents beyond sane bounds and junk.
+decimal strings in ASCII and JSON numbers (ints, and floats by their shortest repr, as a JSON
+parser hands them over) and rejects NaN, infinities, booleans, non-ASCII digits, exponents
+beyond sane bounds and junk.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def parse_decimal(value: object, field: str = "value") -> Decimal:
         text = value.strip()
         if not text or len(text) > 64:
             raise ValueError(f"{field} must be a decimal string")
+        if not text.isascii():
+            # Decimal() reads any Unicode digit ('١' is 1, '１' is 1): refuse them, as
+            # ``ascii_digits`` does for ids.
+            raise ValueError(f"{field} must be written with the ASCII digits 0-9, got {value!r}")
         try:
             result = Decimal(text)
         except InvalidOperation:

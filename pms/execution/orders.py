@@ -27,7 +27,7 @@ requestId and continues from step 2 or 4.
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import structlog
@@ -62,6 +62,7 @@ from pms.execution.notify import Notifier
 from pms.marketdata.prices import PriceService
 from pms.messaging.events import EventType
 from pms.risk.context import OrderIntent, Quote
+from pms.risk.margin import bracket_max_leverage, notional
 from pms.risk.validator import validate
 
 log = structlog.get_logger(__name__)
@@ -138,6 +139,36 @@ def ack_view(order: Order, acked: ExchangeOrder) -> dict[str, Any]:
     view["filledQty"] = to_wire(acked.executed_qty)
     view["avgPrice"] = to_wire(acked.avg_price) if acked.executed_qty > 0 else None
     return view
+
+
+def qty_for_notional(
+    amount: Decimal, price: Decimal, step: Decimal, symbol: str, *, at_mark: bool
+) -> Decimal:
+    """The qty on ``step`` that a quote ``amount`` buys at ``price`` (a limit price, or the
+    mark for a market order), rounded down.
+
+    Refused as VALIDATION_ERROR when it is less than one step or has more digits than the
+    decimal context holds (notional 10000000 at price 1e-18 is 1e25 to 3 places: not an
+    order, a typo, and without this check an ``InvalidOperation`` answered INTERNAL). A mark
+    that is not a positive number is missing market data (retryable), as in the checks.
+    """
+    where = "the mark price" if at_mark else "price"
+    if not (price.is_finite() and price > 0):
+        raise ExchangeUnavailable(
+            f"no usable mark price for {symbol} ({price}) to convert notional; retry shortly",
+            {"symbols": [symbol]},
+        )
+    try:
+        qty = quantize_down(amount / price, step)
+    except InvalidOperation:
+        raise ValidationError(
+            f"notional {to_wire(amount)} at {where} {to_wire(price)} is a qty too large for any "
+            f"{symbol} order; check notional and price",
+            {"fields": ["notional", "price"]},
+        ) from None
+    if qty <= 0:
+        raise ValidationError(f"notional {amount} buys less than one step ({step}) of {symbol}")
+    return qty
 
 
 def authorize(account: AccountRow, user_id: str, is_admin: bool) -> None:
@@ -277,17 +308,13 @@ class OrderService:
             qty = c.qty
             if qty is None:
                 assert c.notional is not None
-                reference = price or marks[c.symbol]
                 step = (
                     instrument.step_size
                     if order_type is OrderType.LIMIT
                     else instrument.market_step_size
                 )
-                qty = quantize_down(c.notional / reference, step)
-                if qty <= 0:
-                    raise ValidationError(
-                        f"notional {c.notional} buys less than one step ({step}) of {c.symbol}"
-                    )
+                reference = price or marks[c.symbol]
+                qty = qty_for_notional(c.notional, reference, step, c.symbol, at_mark=price is None)
             intent = OrderIntent(
                 symbol=c.symbol,
                 side=c.side,
@@ -605,17 +632,6 @@ class OrderService:
             authorize(account, c.userId, c.is_admin)
             rules = s.get(RiskRules, account.id)
             assert rules is not None
-            cap = min(rules.max_leverage, instrument.max_leverage)
-            if c.leverage > cap:
-                raise LeverageTooHigh(
-                    f"leverage {c.leverage} is above the maximum {cap} for {c.symbol}",
-                    {
-                        "max": cap,
-                        "ruleMax": rules.max_leverage,
-                        "exchangeMax": instrument.max_leverage,
-                    },
-                )
-            s.connection().exec_driver_sql(*remember_leverage(account.id, c.symbol, c.leverage))
             position = s.execute(
                 select(Position).where(
                     Position.sub_account_id == account.id,
@@ -623,6 +639,38 @@ class OrderService:
                     Position.closed_at.is_(None),
                 )
             ).scalar_one_or_none()
+            # The new leverage re-margins the position held: it must be one the bracket of
+            # that position's notional allows (60000 of BTC: 100x, not the first bracket's
+            # 125x), as check_leverage demands of an order.
+            held = position.qty if position is not None else Decimal(0)
+            position_notional = Decimal(0)
+            if held:
+                mark = self._prices.mark(c.symbol)
+                if not (mark.is_finite() and mark > 0):
+                    raise ExchangeUnavailable(
+                        f"no usable mark price for {c.symbol} ({mark}); retry shortly",
+                        {"symbols": [c.symbol]},
+                    )
+                position_notional = notional(held, mark)
+            bracket_max = bracket_max_leverage(instrument, position_notional)
+            cap = min(rules.max_leverage, bracket_max)
+            if c.leverage > cap:
+                why = (
+                    "your risk rules"
+                    if cap == rules.max_leverage
+                    else "the exchange bracket of a position of notional "
+                    + to_wire(position_notional)
+                )
+                raise LeverageTooHigh(
+                    f"leverage {c.leverage} is above the maximum {cap} for {c.symbol} ({why})",
+                    {
+                        "max": cap,
+                        "ruleMax": rules.max_leverage,
+                        "exchangeMax": bracket_max,
+                        "notional": to_wire(position_notional),
+                    },
+                )
+            s.connection().exec_driver_sql(*remember_leverage(account.id, c.symbol, c.leverage))
             if position is not None:
                 position.leverage = c.leverage
         return {"subAccountId": c.subAccountId, "symbol": c.symbol, "leverage": c.leverage}

@@ -19,6 +19,7 @@ from pms.risk.context import (
 )
 from pms.risk.margin import (
     RATIO_BEYOND_LIQUIDATION,
+    bracket_max_leverage,
     initial_margin,
     liquidation_price,
     maintenance_margin,
@@ -55,6 +56,7 @@ __all__ = [
     "RiskRules",
     "RiskSnapshot",
     "TierThresholds",
+    "bracket_max_leverage",
     "classify_tier",
     "compute_snapshot",
     "initial_margin",

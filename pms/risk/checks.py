@@ -4,7 +4,9 @@ A check that cannot judge because another check's precondition fails (unknown sy
 mark, qty ≤ 0) returns None and leaves the refusal to the check that owns that problem, so
 ``validate`` reports each problem once and never raises. Risk-reducing orders (see
 ``is_risk_reducing``) pass the margin, leverage and exposure checks: a trader short of margin
-must always be able to get smaller.
+must always be able to get smaller. Whether an order is risk-reducing counts the orders
+already working on its side: together they must fit in the position, or the excess is new
+exposure that no check would have looked at.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pms.errors import (
     ValidationError,
 )
 from pms.risk.context import OrderIntent, Reason, RiskContext, is_risk_reducing
-from pms.risk.margin import bracket_table
+from pms.risk.margin import bracket_max_leverage
 from pms.risk.snapshot import OpenOrder, RiskSnapshot, compute_snapshot
 from pms.risk.snapshot import open_orders_margin as _orders_margin
 
@@ -43,15 +45,54 @@ def _instrument(intent: OrderIntent, context: RiskContext) -> Instrument | None:
     return instrument if instrument is not None and instrument.trading else None
 
 
+def _competing(intent: OrderIntent, context: RiskContext, *, reduce_only: bool = False) -> Decimal:
+    """What the orders already working on the intent's side could close of the same position
+    (every one, or only the reduce-only ones).
+
+    Resting orders accumulate, so they count each other. A reduce-only market order counts
+    only the market orders in flight on its side (sent, not yet booked: the position does not
+    show them yet): it fills now and can only shrink the position, and it is how a trader
+    (``close_position``) or the risk engine (an ADL or liquidation cut) gets smaller whatever
+    rests on the book. Refusing it because resting take-profits already cover the position
+    would keep the larger position.
+    """
+    market_only = intent.reduce_only and intent.order_type is OrderType.MARKET
+    return context.working_qty(
+        intent.symbol, intent.side, reduce_only=reduce_only, in_flight=market_only
+    )
+
+
 def _reduces(intent: OrderIntent, context: RiskContext) -> bool:
-    return is_risk_reducing(intent, context.position_qty(intent.symbol))
+    """Risk-reducing together with the orders already working on the intent's side."""
+    working = _competing(intent, context)
+    return is_risk_reducing(intent, context.position_qty(intent.symbol), working)
+
+
+def _priced(value: Decimal) -> bool:
+    """A price the checks can use: finite and positive. A mark of 0 (say, an empty field
+    read as zero) would make every notional and margin 0 and wave any order through."""
+    return value.is_finite() and value > ZERO
+
+
+def _priced_symbols(context: RiskContext, symbol: str) -> set[str]:
+    """The symbols the checks price: the intent's, the held ones, the working orders'."""
+    symbols = {symbol, *(s for s, p in context.positions.items() if p.qty)}
+    symbols.update(o.symbol for o in context.open_orders)
+    return symbols
+
+
+def _unusable_quote(context: RiskContext, symbol: str) -> bool:
+    quote = context.quotes.get(symbol)
+    return quote is not None and not (_priced(quote.bid) and _priced(quote.ask))
 
 
 def _has_market_data(context: RiskContext, symbol: str) -> bool:
-    """Marks and instruments for the intent's symbol and everything the account holds."""
-    symbols = {symbol, *(s for s, p in context.positions.items() if p.qty)}
-    symbols.update(o.symbol for o in context.open_orders)
-    return all(s in context.marks and s in context.instruments for s in symbols)
+    """Usable marks and instruments for the intent's symbol and everything the account holds,
+    and a usable quote for the intent's symbol if there is one."""
+    return not _unusable_quote(context, symbol) and all(
+        s in context.marks and _priced(context.marks[s]) and s in context.instruments
+        for s in _priced_symbols(context, symbol)
+    )
 
 
 def _snapshot(context: RiskContext) -> RiskSnapshot:
@@ -85,7 +126,7 @@ def _usable(intent: OrderIntent, context: RiskContext) -> tuple[Instrument, Deci
     if instrument is None or intent.qty <= ZERO or not _has_market_data(context, intent.symbol):
         return None
     price = context.margin_price(intent)
-    if price is None or price <= ZERO:
+    if price is None or not _priced(price):
         return None
     return instrument, price
 
@@ -108,11 +149,19 @@ def check_account_status(intent: OrderIntent, context: RiskContext) -> Reason | 
     if (restricted or context.tier.severity >= Tier.RESTRICTED.severity) and not _reduces(
         intent, context
     ):
+        held = context.position_qty(intent.symbol)
+        working = _competing(intent, context)
+        why = ""
+        if working and intent.qty <= abs(held) and (held > ZERO) == (intent.side is Side.SELL):
+            why = (
+                f"; with the {_w(working)} already working on the {intent.side.value} side "
+                f"this order would exceed the position {_w(abs(held))}"
+            )
         return Reason(
             AccountRestricted.code,
             f"sub-account is {status.value.lower()} (risk tier {context.tier.value}): only "
-            "orders that reduce an existing position are accepted",
-            {"status": status.value, "tier": context.tier.value},
+            f"orders that reduce an existing position are accepted{why}",
+            {"status": status.value, "tier": context.tier.value, "working": _w(working)},
         )
     return None
 
@@ -148,17 +197,29 @@ def check_symbol(intent: OrderIntent, context: RiskContext) -> Reason | None:
 
 
 def check_market_data(intent: OrderIntent, context: RiskContext) -> Reason | None:
-    """Without marks the margin of the account is unknown: refuse, retryably."""
+    """Without usable marks the margin of the account is unknown: refuse, retryably. A mark
+    or quote that is not a positive finite number counts as missing."""
     if intent.symbol not in context.instruments or _has_market_data(context, intent.symbol):
         return None
-    missing = sorted(
-        {intent.symbol, *context.positions, *(o.symbol for o in context.open_orders)}
-        - set(context.marks)
-    )
+    symbols = _priced_symbols(context, intent.symbol)
+    missing = sorted(s for s in symbols if s not in context.marks)
+    unusable = sorted(s for s in symbols if s in context.marks and not _priced(context.marks[s]))
+    problems = []
+    if missing:
+        problems.append(f"no mark price yet for {', '.join(missing)}")
+    if unusable:
+        shown = ", ".join(f"{s} ({context.marks[s]})" for s in unusable)
+        problems.append(f"unusable mark price for {shown}")
+    if _unusable_quote(context, intent.symbol):
+        quote = context.quotes[intent.symbol]
+        problems.append(f"unusable quote for {intent.symbol} (bid {quote.bid}, ask {quote.ask})")
+        unusable = sorted({*unusable, intent.symbol})
+    if not problems:  # a held or working symbol without an instrument
+        problems.append("no market data for a held symbol")
     return Reason(
         ExchangeUnavailable.code,
-        f"no mark price yet for {', '.join(missing) or 'a held symbol'}; retry shortly",
-        {"symbols": missing},
+        f"{'; '.join(problems)}; retry shortly",
+        {"symbols": sorted({*missing, *unusable})},
     )
 
 
@@ -244,8 +305,10 @@ def check_price_band(intent: OrderIntent, context: RiskContext) -> Reason | None
     """A limit price further than ``price_band_bps`` from mark is almost always a typo."""
     price = intent.price
     mark = context.marks.get(intent.symbol)
-    if intent.order_type is not OrderType.LIMIT or price is None or mark is None or mark <= 0:
+    if intent.order_type is not OrderType.LIMIT or price is None or mark is None:
         return None
+    if not _priced(mark):
+        return None  # check_market_data owns this
     band = mark * context.rules.price_band_bps / _BPS
     if abs(price - mark) <= band:
         return None
@@ -259,9 +322,13 @@ def check_price_band(intent: OrderIntent, context: RiskContext) -> Reason | None
 
 
 def check_reduce_only(intent: OrderIntent, context: RiskContext) -> Reason | None:
-    if not intent.reduce_only or intent.qty <= ZERO or _reduces(intent, context):
+    """A reduce-only order must fit in what the reduce-only orders already working on its side
+    leave of the position: together they can only close it, never open the other side."""
+    if not intent.reduce_only or intent.qty <= ZERO:
         return None
     held = context.position_qty(intent.symbol)
+    reserved = _competing(intent, context, reduce_only=True)
+    room = abs(held) - reserved
     if held == ZERO:
         problem = f"reduce-only order but there is no {intent.symbol} position"
     elif (held > ZERO) == (intent.side is Side.BUY):
@@ -269,12 +336,24 @@ def check_reduce_only(intent: OrderIntent, context: RiskContext) -> Reason | Non
             f"reduce-only {intent.side.value} would increase the "
             f"{'long' if held > 0 else 'short'} position {_w(held)}"
         )
-    else:
+    elif intent.qty <= room:
+        return None
+    elif reserved == ZERO:
         problem = (
             f"reduce-only qty {_w(intent.qty)} exceeds the position {_w(abs(held))}; "
             f"use qty {_w(abs(held))} or less"
         )
-    return Reason(ValidationError.code, problem, {"field": "reduceOnly", "position": _w(held)})
+    else:
+        problem = (
+            f"reduce-only qty {_w(intent.qty)} exceeds the position {_w(abs(held))} less the "
+            f"{_w(reserved)} of reduce-only orders already working; use qty "
+            f"{_w(max(room, ZERO))} or less, or cancel some of them"
+        )
+    return Reason(
+        ValidationError.code,
+        problem,
+        {"field": "reduceOnly", "position": _w(held), "workingReduceOnly": _w(reserved)},
+    )
 
 
 # --- economics ------------------------------------------------------------------------------
@@ -288,7 +367,7 @@ def check_leverage(intent: OrderIntent, context: RiskContext) -> Reason | None:
     instrument, price = usable
     leverage = context.leverage_for(intent)
     post = _worst_qty(context, intent.symbol, intent.side, intent.qty) * price
-    bracket_max = bracket_table(instrument).row_for(post).max_leverage
+    bracket_max = bracket_max_leverage(instrument, post)
     limit = min(context.rules.max_leverage, bracket_max)
     if leverage <= limit:
         return None

@@ -100,6 +100,23 @@ class RiskContext:
         position = self.positions.get(symbol)
         return position.qty if position is not None else ZERO
 
+    def working_qty(
+        self, symbol: str, side: Side, *, reduce_only: bool = False, in_flight: bool = False
+    ) -> Decimal:
+        """The unfilled qty of the orders working on ``symbol`` and ``side``: every one, or
+        only the reduce-only ones, or only the market orders in flight (price None)."""
+        return sum(
+            (
+                o.qty
+                for o in self.open_orders
+                if o.symbol == symbol
+                and o.side is side
+                and (o.reduce_only or not reduce_only)
+                and (o.price is None or not in_flight)
+            ),
+            start=ZERO,
+        )
+
     def leverage_for(self, intent: OrderIntent) -> int:
         """The leverage the order would trade at: asked > position's > chosen > default."""
         if intent.leverage is not None:
@@ -120,7 +137,7 @@ class RiskContext:
         quote = self.quotes.get(intent.symbol)
         if quote is not None:
             price = quote.ask if intent.side is Side.BUY else quote.bid
-            if price > ZERO:
+            if price.is_finite() and price > ZERO:
                 return price
         return self.marks.get(intent.symbol)
 
@@ -182,14 +199,22 @@ class Decision:
         return error
 
 
-def is_risk_reducing(intent: OrderIntent, position_qty: Decimal) -> bool:
-    """True when the order can only shrink the position: opposite side, qty ≤ |position|.
+def is_risk_reducing(
+    intent: OrderIntent, position_qty: Decimal, working_qty: Decimal = ZERO
+) -> bool:
+    """True when the order can only shrink the position: it is on the opposite side and its
+    qty plus ``working_qty`` is ≤ |position|.
 
-    An order that would flip the position (sell 3 against a long of 1) is not risk reducing:
-    its excess opens new exposure on the other side.
+    ``working_qty`` is what the orders already working on the intent's symbol and side
+    (reduce-only or not, pending intents included) could close: each of them competes for
+    the same position, so ten sells of 1 against a long of 1 are not ten reducing orders but
+    one reducing order and a short of 9 (``RiskContext.working_qty`` computes it). The
+    default 0 judges the order alone, which is only right when nothing else works on that
+    side. An order that would flip the position (sell 3 against a long of 1) is not risk
+    reducing either: its excess opens new exposure on the other side.
     """
     if position_qty == ZERO or intent.qty <= ZERO:
         return False
-    if intent.side is Side.SELL:
-        return position_qty > ZERO and intent.qty <= position_qty
-    return position_qty < ZERO and intent.qty <= -position_qty
+    if (position_qty > ZERO) != (intent.side is Side.SELL):
+        return False
+    return intent.qty + working_qty <= abs(position_qty)

@@ -119,6 +119,11 @@ def bracket_table(instrument: Instrument) -> BracketTable:
     return table
 
 
+def bracket_max_leverage(instrument: Instrument, notional_value: Decimal) -> int:
+    """The highest leverage the exchange's brackets allow for a position of this notional."""
+    return bracket_table(instrument).row_for(notional_value).max_leverage
+
+
 def maintenance_margin(notional_value: Decimal, instrument: Instrument) -> Decimal:
     """notional · MMR - cum, with the bracket that contains ``notional``."""
     return bracket_table(instrument).maint_margin(notional_value)

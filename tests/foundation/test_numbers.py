@@ -52,6 +52,13 @@ def test_parse_decimal_accepts_strings_and_json_numbers(raw: object, expected: s
     assert parse_decimal(raw) == Decimal(expected)
 
 
+@pytest.mark.parametrize("raw", ["\u0661", "\uff11", "0.\u0665", "1\u00b2"])  # ١ １ 0.٥ 1²
+def test_parse_decimal_refuses_digits_other_than_ascii(raw: str) -> None:
+    """Decimal() reads any Unicode digit ('١' is 1): a number from outside is 0-9 only."""
+    with pytest.raises(ValueError, match="ASCII digits 0-9"):
+        parse_decimal(raw, "qty")
+
+
 def test_parse_decimal_bounds() -> None:
     with pytest.raises(ValueError, match="too large"):
         parse_decimal("1e16")

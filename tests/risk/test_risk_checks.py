@@ -36,6 +36,7 @@ def code(reason: object) -> str | None:
     ],
 )
 def test_is_risk_reducing(side: Side, qty: str, held: str, expected: bool) -> None:
+    # Nothing else working on the order's side (tests/risk/test_risk_working_orders.py).
     assert is_risk_reducing(intent(side, qty), D(held)) is expected
 
 
@@ -82,6 +83,42 @@ def test_market_data_must_be_there() -> None:
     reason = c.check_market_data(intent(), ctx)
     assert code(reason) == "EXCHANGE_UNAVAILABLE"
     assert c.check_market_data(intent(), context()) is None
+
+
+@pytest.mark.parametrize("mark", ["0", "-1", "NaN", "Infinity"])
+def test_an_unusable_mark_is_refused_like_a_missing_one(mark: str) -> None:
+    # A mark of 0 would make every notional and margin 0 and wave the order through: 100 BTC
+    # on a 1 USDT account. It is reported once, as missing market data (retryable).
+    ctx = context(wallet="1", marks={BTC: D(mark), ETH: D(3000)})
+
+    decision = validate(intent(Side.BUY, "100"), ctx)
+
+    assert [r.code for r in decision.reasons] == ["EXCHANGE_UNAVAILABLE"]
+    assert decision.reasons[0].message == (
+        f"unusable mark price for BTC/USDT:USDT ({mark}); retry shortly"
+    )
+    assert decision.reasons[0].details == {"symbols": [BTC]}
+
+
+def test_an_unusable_mark_of_a_held_symbol_is_refused_too() -> None:
+    ctx = context(marks={BTC: D(60000), ETH: D(0)}, positions=[pos(ETH, "1", "3000")])
+
+    reason = c.check_market_data(intent(), ctx)
+
+    assert code(reason) == "EXCHANGE_UNAVAILABLE"
+    assert reason is not None and reason.details == {"symbols": [ETH]}
+
+
+@pytest.mark.parametrize(("bid", "ask"), [("0", "60010"), ("59990", "-1"), ("NaN", "60010")])
+def test_an_unusable_quote_is_refused_like_a_missing_mark(bid: str, ask: str) -> None:
+    ctx = replace(context(), quotes={BTC: Quote(D(bid), D(ask))})
+
+    decision = validate(intent(Side.BUY, "0.01"), ctx)
+
+    assert [r.code for r in decision.reasons] == ["EXCHANGE_UNAVAILABLE"]
+    assert f"unusable quote for BTC/USDT:USDT (bid {bid}, ask {ask})" in (
+        decision.reasons[0].message
+    )
 
 
 @pytest.mark.parametrize(

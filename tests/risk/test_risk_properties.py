@@ -234,11 +234,16 @@ def test_a_risk_reducing_order_is_never_denied_for_margin_leverage_or_exposure(
     held = context.position_qty(symbol)
     if held == 0:
         return
-    fraction = D(min(numerator, denominator)) / D(max(numerator, denominator))
-    qty = max((abs(held) * fraction).quantize(D("0.001"), rounding="ROUND_DOWN"), D("0.001"))
     side = Side.SELL if held > 0 else Side.BUY
+    # What the orders already working on that side leave of the position.
+    working = context.working_qty(symbol, side)
+    room = abs(held) - working
+    if room < D("0.001"):
+        return
+    fraction = D(min(numerator, denominator)) / D(max(numerator, denominator))
+    qty = max((room * fraction).quantize(D("0.001"), rounding="ROUND_DOWN"), D("0.001"))
     reducing = OrderIntent(symbol, side, qty, OrderType.MARKET)
-    assert is_risk_reducing(reducing, held)
+    assert is_risk_reducing(reducing, held, working)
 
     assert c.check_margin(reducing, context) is None
     codes = {r.code for r in validate(reducing, context).reasons}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -164,4 +165,25 @@ def test_an_id_in_other_digits_is_refused_not_read(app: App, trader) -> None:
         assert refused["error"]["code"] == "VALIDATION_ERROR", refused
         assert "subAccountId" in refused["error"]["message"], refused
         assert "invalid literal" not in refused["error"]["message"], refused
+    assert counts(app) == before
+
+
+@pytest.mark.parametrize("text", ["\u0661", "\uff11", "0.\u0665"])  # ١, fullwidth 1, 0.٥
+def test_a_number_in_other_digits_is_refused_not_read(app: App, trader, text: str) -> None:
+    """Decimal() reads any Unicode digit, so qty '١' was 1 BTC. A number from outside is ASCII
+    digits or refused, with the field named, like an id."""
+    t = trader("1000")
+    before = counts(app)
+
+    refused = t.send(
+        "place_market_order",
+        (cmd.PlaceMarketOrder, app.orders.place_market),
+        subAccountId=t.sub_account_id,
+        symbol=BTC,
+        side="BUY",
+        qty=text,
+    )
+
+    assert refused["error"]["code"] == "VALIDATION_ERROR", refused
+    assert "qty" in refused["error"]["message"], refused
     assert counts(app) == before
