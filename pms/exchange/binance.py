@@ -22,7 +22,7 @@ from pms.domain.enums import OrderType, Side
 from pms.domain.instrument import Instrument, LeverageBracket
 from pms.domain.numbers import parse_decimal
 from pms.domain.symbols import from_exchange_id, perpetual_of, to_exchange_id
-from pms.errors import ExchangeRejected, PmsError
+from pms.errors import ExchangeRejected, ExchangeUnavailable, PmsError
 from pms.exchange.ccxt_factory import make_binanceusdm
 from pms.exchange.errors import OrderUnknownToExchange, UnknownOrderState, translate
 from pms.exchange.model import ExchangeOrder, ExchangePosition, OrderRequest, TradeReport
@@ -237,7 +237,15 @@ class BinanceExchange:
         raw = self._call(
             "mark price", "fapiPublicGetPremiumIndex", {"symbol": to_exchange_id(symbol)}
         )
-        return _d(raw["markPrice"], "markPrice")
+        try:
+            mark = parse_decimal(raw.get("markPrice"), "markPrice")
+        except ValueError:
+            mark = Decimal(0)
+        if not mark > 0:
+            # A missing, empty or zero field is no price (read as 0 it would make every
+            # notional and margin 0): retryable, like an exchange that did not answer.
+            raise ExchangeUnavailable(f"the exchange gave no usable mark price for {symbol}")
+        return mark
 
     # -- orders ---------------------------------------------------------------------------
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import ccxt
 import orjson
 import pytest
 
-from pms.errors import ExchangeRejected, PmsError, RateLimited
+from pms.errors import ExchangeRejected, ExchangeUnavailable, PmsError, RateLimited
 from pms.exchange.binance import BinanceExchange
 from pms.exchange.ccxt_factory import make_binanceusdm
 from pms.exchange.errors import OrderUnknownToExchange, UnknownOrderState, translate
@@ -286,3 +287,15 @@ def test_a_stale_timestamp_is_resynced_and_sent_once_more(server: CannedServer) 
     bx.close()
     paths = [r.split(b" ")[1].split(b"?")[0] for r in server.requests]
     assert paths == [b"/fapi/v1/time", b"/fapi/v1/openOrders"] * 2
+
+
+@pytest.mark.parametrize("field", [b'"markPrice":""', b'"markPrice":"0"', b'"indexPrice":"1"'])
+def test_a_missing_or_zero_mark_price_is_no_price(server: CannedServer, field: bytes) -> None:
+    # Read as 0, an empty field would make every notional and margin 0 downstream.
+    bx = BinanceExchange(server.url, "k", "s", timeout_ms=2000)
+    server.queue(http_answer(body=b'{"symbol":"BTCUSDT",' + field + b"}"))
+    with pytest.raises(ExchangeUnavailable, match="no usable mark price"):
+        bx.fetch_mark_price("BTC/USDT:USDT")
+    server.queue(http_answer(body=b'{"symbol":"BTCUSDT","markPrice":"60000.5"}'))
+    assert bx.fetch_mark_price("BTC/USDT:USDT") == Decimal("60000.5")
+    bx.close()
