@@ -5,8 +5,23 @@ Postgres and prices from the cache, resumes any unfinished action, then acts on 
 finds. One enforcer per account at a time (a Postgres advisory lock, released if the worker
 dies). Every action is a ``liquidation_events`` row written PENDING before it starts, so a
 worker that dies mid-way leaves a plan that the next enforcement resumes, not repeats: the
-orders it places carry request ids derived from the event id, and the order service resumes
-an order by request id instead of placing it again.
+orders it places carry request ids derived from the event id (and a leg index when an order
+is split at the market max qty, :mod:`pms.riskengine.executor`), and the order service
+resumes an order by request id instead of placing it again.
+
+An action ends DONE, or FAILED when one of its orders was refused for a reason that will not
+go away by retrying (a cut now larger than the position, an exchange refusal): the reason is
+recorded in the event and published, and enforcement goes on to assess the account afresh
+(a liquidation that failed leaves the account LIQUIDATING, so a new one starts at once). A
+failure that may pass (exchange unavailable, rate limited) leaves the event PENDING and
+enforcement stops there: the next one resumes it before deciding anything new on top of it.
+
+The engine's own orders only reduce, and they must go out whatever the account's status. The
+pre-trade checks refuse every order of a FROZEN account, so while an action runs on a frozen
+account its status is RESTRICTED (ADL) or LIQUIDATING (liquidation), which allow exactly
+risk-reducing orders, and the event records ``"frozen": true``; the action's end puts FROZEN
+back (only ``unfreeze_sub_account`` lifts a freeze). A pending event with that mark means the
+account is frozen, and it is always resumed before the account is assessed again.
 
 | tier        | action                                                                    |
 | WARNING     | ``margin_call`` event, once per crossing                                 |
@@ -33,6 +48,7 @@ from pms.db.models import LiquidationEvent, Order, Position, SubAccount
 from pms.db.session import unit_of_work
 from pms.domain.enums import AccountStatus, LiquidationMode, OrderType, Side, Tier
 from pms.domain.numbers import to_wire
+from pms.errors import PmsError
 from pms.exchange.model import TradeReport
 from pms.execution.booking import Booked, book_transfer_fill
 from pms.messaging.events import EventType
@@ -41,9 +57,11 @@ from pms.risk.context import OrderIntent, is_risk_reducing
 from pms.risk.snapshot import RiskSnapshot, compute_snapshot
 from pms.risk.tiers import classify_tier
 from pms.riskengine.books import AccountBook, load_book
+from pms.riskengine.executor import Outcome, place_plan
 
 log = structlog.get_logger(__name__)
 LOCK_CLASS = 742  # advisory-lock namespace for risk enforcement
+LIQUIDATIONS = ("liquidate_close", "liquidate_takeover")
 
 
 class RiskEnforcer:
@@ -57,6 +75,8 @@ class RiskEnforcer:
             if not acquired:
                 return {"subAccountId": sub_account_id, "skipped": "another enforcement is running"}
             with structlog.contextvars.bound_contextvars(subAccountId=sub_account_id):
+                # A pending action ends DONE or FAILED here, or raises (retryable): nothing
+                # new is decided on top of an action that may still place orders.
                 for event_id in self._pending(sub_account_id):
                     self._run(event_id)
                 return self._assess_and_act(sub_account_id, reason)
@@ -127,10 +147,18 @@ class RiskEnforcer:
             event_id = None
             if tier is Tier.LIQUIDATION or account.status == AccountStatus.LIQUIDATING.value:
                 # A liquidation, once decided, runs to the end even if the price recovers.
+                # An admin freeze outlives it: remembered in the event, restored at the end.
+                frozen = account.status == AccountStatus.FROZEN.value or (
+                    account.status == AccountStatus.LIQUIDATING.value
+                    and self._liquidating_frozen(s, account.id)
+                )
                 account.status = AccountStatus.LIQUIDATING.value
                 takeover = book.mode is LiquidationMode.TAKEOVER
                 action = "liquidate_takeover" if takeover else "liquidate_close"
-                event_id = self._record(s, account, tier, action, snap, {"reason": reason})
+                details: dict[str, Any] = {"reason": reason}
+                if frozen:
+                    details["frozen"] = True
+                event_id = self._record(s, account, tier, action, snap, details)
             elif tier in (Tier.ADL1, Tier.ADL2):
                 plan = plan_adl(snap, tier, self.app.instruments.all(), book.thresholds)
                 if plan.cuts:
@@ -145,10 +173,17 @@ class RiskEnforcer:
                     }
                     event_id = self._record(s, account, tier, "adl", snap, details)
             status = account.status
-        # The action first (a liquidation is time-critical); notifications after it.
+        # The action first (a liquidation is time-critical); notifications after it, even
+        # when the action must be resumed later (then enforcement reports its error last).
+        unfinished: Exception | None = None
         if event_id is not None:
-            self._run(event_id)
-            actions.append(f"event {event_id}")
+            try:
+                self._run(event_id)
+            except Exception as exc:  # re-raised below, after the notifications
+                unfinished = exc
+                actions.append(f"event {event_id} unfinished")
+            else:
+                actions.append(f"event {event_id}")
         if "restrict" in actions and status != AccountStatus.LIQUIDATING.value:
             # (A liquidation cancels every working order itself.)
             actions.append(f"cancelled {self._cancel_risk_increasing(sub_account_id)}")
@@ -163,7 +198,24 @@ class RiskEnforcer:
                 {**self._risk_view(snap, tier, reason), "status": status},
             )
         log.info("risk enforced", tier=tier.value, ratio=str(snap.margin_ratio), actions=actions)
+        if unfinished is not None:
+            raise unfinished
         return {"subAccountId": sub_account_id, "tier": tier.value, "actions": actions}
+
+    @staticmethod
+    def _liquidating_frozen(s: Any, sub_account_id: int) -> bool:
+        """Whether the account's current liquidation started on a frozen account: its status
+        says LIQUIDATING, the last liquidation event remembers what it was before."""
+        details = s.execute(
+            select(LiquidationEvent.details)
+            .where(
+                LiquidationEvent.sub_account_id == sub_account_id,
+                LiquidationEvent.action.in_(LIQUIDATIONS),
+            )
+            .order_by(LiquidationEvent.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        return bool(details and details.get("frozen"))
 
     def _record(
         self,
@@ -237,40 +289,60 @@ class RiskEnforcer:
         return len(doomed)
 
     def _run(self, event_id: int) -> None:
-        with unit_of_work(self.app.sessions) as s:
-            event = s.get(LiquidationEvent, event_id)
-            assert event is not None
-            action, sub_account_id, details = (
-                event.action,
-                event.sub_account_id,
-                dict(event.details),
-            )
+        """Run (or resume) one recorded action and close its event DONE or FAILED; raises,
+        leaving it PENDING, when an order failed for a reason that may pass."""
+        action, sub_account_id, details = self._begin(event_id)
         with structlog.contextvars.bound_contextvars(liquidationEventId=event_id, action=action):
             if action == "adl":
-                outcome = self._run_adl(event_id, sub_account_id, details)
+                outcome = self._place(event_id, sub_account_id, details["cuts"], f"adl:{event_id}")
+                result: dict[str, Any] = {"orders": outcome.orders}
             elif action == "liquidate_close":
-                outcome = self._run_close(event_id, sub_account_id)
+                outcome, result = self._run_close(event_id, sub_account_id, details)
             elif action == "liquidate_takeover":
-                outcome = self._run_takeover(event_id, sub_account_id)
+                outcome, result = Outcome(), self._run_takeover(event_id, sub_account_id)
             else:
-                outcome = {}
-            self._finish(event_id, sub_account_id, action, details | outcome)
+                outcome, result = Outcome(), {}
+            if outcome.retry is not None:
+                log.warning("risk action unfinished: resumed later", failures=outcome.failures)
+                raise outcome.retry
+            self._finish(event_id, sub_account_id, action, details | result, outcome.failures)
 
-    def _run_adl(
-        self, event_id: int, sub_account_id: int, details: dict[str, Any]
-    ) -> dict[str, Any]:
-        orders = []
-        for cut in details["cuts"]:
-            view = self.app.orders.place_internal(
-                sub_account_id,
-                cut["symbol"],
-                Side(cut["side"]),
-                Decimal(cut["qty"]),
-                origin=f"adl:{event_id}",
-                request_id=f"risk:{event_id}:{cut['symbol']}",
-            )
-            orders.append(view["orderId"])
-        return {"orders": orders}
+    def _begin(self, event_id: int) -> tuple[str, int, dict[str, Any]]:
+        """The event's action, account and plan. Under the account's lock: a FROZEN account
+        takes the status the engine's reducing orders pass with (remembered in the event as
+        ``frozen``), and a close fixes its plan, the positions to close, once (a resumed close
+        places the same legs, so it continues rather than repeats)."""
+        with unit_of_work(self.app.sessions) as s:
+            sub_account_id = s.execute(
+                select(LiquidationEvent.sub_account_id).where(LiquidationEvent.id == event_id)
+            ).scalar_one()
+            account = lock_account(s, sub_account_id)
+            event = s.get(LiquidationEvent, event_id, with_for_update=True)
+            assert event is not None
+            action, details = event.action, dict(event.details)
+            if account.status == AccountStatus.FROZEN.value and action in ("adl", *LIQUIDATIONS):
+                working = AccountStatus.RESTRICTED if action == "adl" else AccountStatus.LIQUIDATING
+                account.status = working.value
+                details["frozen"] = True
+            if action == "liquidate_close" and "closes" not in details:
+                details["closes"] = [
+                    {
+                        "symbol": p.symbol,
+                        "side": (Side.SELL if p.qty > 0 else Side.BUY).value,
+                        "qty": to_wire(abs(p.qty)),
+                    }
+                    for p in self._open_positions(s, sub_account_id)
+                ]
+            if details != event.details:
+                event.details = details
+        return action, sub_account_id, details
+
+    def _place(
+        self, event_id: int, sub_account_id: int, plan: list[dict[str, Any]], origin: str
+    ) -> Outcome:
+        return place_plan(
+            self.app.orders, self.app.instruments, event_id, sub_account_id, plan, origin=origin
+        )
 
     def _cancel_others(self, event_id: int, sub_account_id: int) -> int:
         """Cancel the account's working orders, except the ones this event placed (a resumed
@@ -289,21 +361,23 @@ class RiskEnforcer:
             self.app.orders.cancel_ids(others)
         return len(others)
 
-    def _run_close(self, event_id: int, sub_account_id: int) -> dict[str, Any]:
-        cancelled = self._cancel_others(event_id, sub_account_id)
-        orders = []
-        for position in self._open_positions(sub_account_id):
-            side = Side.SELL if position.qty > 0 else Side.BUY
-            view = self.app.orders.place_internal(
-                sub_account_id,
-                position.symbol,
-                side,
-                abs(position.qty),
-                origin="liquidation",
-                request_id=f"risk:{event_id}:{position.symbol}",
-            )
-            orders.append(view["orderId"])
-        return {"orders": orders, "cancelledOrders": cancelled}
+    def _run_close(
+        self, event_id: int, sub_account_id: int, details: dict[str, Any]
+    ) -> tuple[Outcome, dict[str, Any]]:
+        """Cancel the working orders, then close every planned position. A cancel that did
+        not complete does not hold the closes back (they only reduce); it leaves the event to
+        be resumed, which cancels what is left."""
+        cancel_error: Exception | None = None
+        try:
+            cancelled = self._cancel_others(event_id, sub_account_id)
+        except Exception as exc:  # recorded with the outcome
+            cancel_error = exc
+            done = exc.details.get("cancelled", []) if isinstance(exc, PmsError) else []
+            cancelled = len(done)
+        outcome = self._place(event_id, sub_account_id, details["closes"], "liquidation")
+        if cancel_error is not None:
+            outcome.failed({"step": "cancel"}, cancel_error)
+        return outcome, {"orders": outcome.orders, "cancelledOrders": cancelled}
 
     def _run_takeover(self, event_id: int, sub_account_id: int) -> dict[str, Any]:
         self._cancel_others(event_id, sub_account_id)
@@ -352,34 +426,65 @@ class RiskEnforcer:
             self.app.notifier.booked(result)
         return {"moved": moved}
 
-    def _open_positions(self, sub_account_id: int) -> list[Position]:
-        with unit_of_work(self.app.sessions) as s:
-            return list(
-                s.execute(
-                    select(Position)
-                    .where(Position.sub_account_id == sub_account_id, Position.closed_at.is_(None))
-                    .order_by(Position.symbol)
-                ).scalars()
-            )
+    @staticmethod
+    def _open_positions(s: Any, sub_account_id: int) -> list[Position]:
+        return list(
+            s.execute(
+                select(Position)
+                .where(Position.sub_account_id == sub_account_id, Position.closed_at.is_(None))
+                .order_by(Position.symbol)
+            ).scalars()
+        )
 
     def _finish(
-        self, event_id: int, sub_account_id: int, action: str, details: dict[str, Any]
+        self,
+        event_id: int,
+        sub_account_id: int,
+        action: str,
+        details: dict[str, Any],
+        failures: list[dict[str, Any]],
     ) -> None:
+        """Close the event DONE (or FAILED, with the failures) and settle the status: a flat
+        account after a liquidation is ACTIVE again, or FROZEN if it was frozen; one that
+        still holds positions stays LIQUIDATING (the next assessment starts a new
+        liquidation); an ADL on a frozen account gives it back its FROZEN status."""
         with unit_of_work(self.app.sessions) as s:
             account = lock_account(s, sub_account_id)
             event = s.get(LiquidationEvent, event_id, with_for_update=True)
             assert event is not None
-            if action.startswith("liquidate") and not self._has_positions(s, sub_account_id):
-                account.status = AccountStatus.ACTIVE.value
-                account.tier = Tier.NORMAL.value
+            # Frozen before the action (remembered), or by an admin while it ran.
+            frozen = bool(details.get("frozen")) or account.status == AccountStatus.FROZEN.value
+            if action in LIQUIDATIONS:
+                if not self._has_positions(s, sub_account_id):
+                    restored = AccountStatus.FROZEN if frozen else AccountStatus.ACTIVE
+                    account.status = restored.value
+                    account.tier = Tier.NORMAL.value
+                else:
+                    # Positions left: the next assessment starts a new liquidation (one, once
+                    # decided, runs to the end, even on an account frozen while it ran).
+                    account.status = AccountStatus.LIQUIDATING.value
+                    if frozen:
+                        details = details | {"frozen": True}
+            elif frozen and account.status == AccountStatus.RESTRICTED.value:
+                account.status = AccountStatus.FROZEN.value
+            status = "FAILED" if failures else "DONE"
             details = details | {
                 "walletAfter": to_wire(account.wallet_balance),
                 "statusAfter": account.status,
             }
-            event.status = "DONE"
+            if failures:
+                details["failures"] = failures
+                log.error("risk action failed", failures=failures)
+            event.status = status
             event.details = details
             event.completed_at = self.app.clock.now()
-            view = {"eventId": event_id, "action": action, "tier": event.tier, **details}
+            view = {
+                "eventId": event_id,
+                "action": action,
+                "tier": event.tier,
+                "status": status,
+                **details,
+            }
         self.app.notifier.event(EventType.LIQUIDATION, sub_account_id, view)
 
     @staticmethod

@@ -169,9 +169,38 @@ class Harness:
             if e["type"] == type_ and e["subAccountId"] == sub
         ]
 
+    def reenforce(self, sub: int, reason: str = "test: still past a tier") -> None:
+        """What the monitor's once-a-second re-enforcement does in a quiet market."""
+        self._enforce(sub, reason)
+
+
+class CatchingHarness(Harness):
+    """A Harness whose enforcement errors are kept (as the ``pms.risk`` actor logs a failed
+    message) instead of aborting the risk pass that asked for it."""
+
+    def __init__(self, app: App, sim: SimServer) -> None:
+        super().__init__(app, sim)
+        self.errors: list[Exception] = []
+
+    def _enforce(self, sub_account_id: int, reason: str) -> None:
+        self.enforced.append((sub_account_id, reason))
+        try:
+            self.enforcer.enforce(sub_account_id, reason)
+        except Exception as exc:
+            self.errors.append(exc)
+        self.monitor.reload([sub_account_id])
+
 
 @pytest.fixture
 def harness(app: App, sim: SimServer) -> Harness:
     sim.admin("/sim/price", {"symbol": "BTCUSDT", "price": "60000"})
     app.prices.forget()
     return Harness(app, sim)
+
+
+@pytest.fixture
+def catching(app: App, sim: SimServer) -> CatchingHarness:
+    for symbol, price in (("BTCUSDT", "60000"), ("ETHUSDT", "3000")):
+        sim.admin("/sim/price", {"symbol": symbol, "price": price})
+    app.prices.forget()
+    return CatchingHarness(app, sim)
