@@ -92,7 +92,7 @@ def test_stream_fill_marked_FILLED_leaves_the_order_open_while_a_fill_is_missing
 def test_order_sync_books_the_fill_the_stream_missed(
     session_factory: sessionmaker[Session],
 ) -> None:
-    symbol = "SOL/USDT:USDT"  # a symbol of its own: order-sync below only looks at it
+    symbol = "LTC/USDT:USDT"  # a symbol of its own: order-sync below only looks at it
     sub, order, missed, last = _missed_then_last(session_factory, symbol)
     exchange = _Exchange(order, [missed, last])
     clock = TestClock()
