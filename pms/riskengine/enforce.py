@@ -266,15 +266,24 @@ class RiskEnforcer:
     # -- actions ----------------------------------------------------------------------------
 
     def _cancel_risk_increasing(self, sub_account_id: int) -> int:
+        """Cancel the working orders that could add risk. Orders on one side compete for the
+        same position: the reduce-only ones (never cancelled here) take their share first,
+        then the others, oldest first, are kept while they still fit in what is left."""
         with unit_of_work(self.app.sessions) as s:
             book = load_book(s, sub_account_id)
-            ids = self.app.orders.open_order_ids(s, sub_account_id)
-            orders = [s.get(Order, i) for i in ids]
+            ids = sorted(self.app.orders.open_order_ids(s, sub_account_id))
+            orders = [o for o in (s.get(Order, i) for i in ids) if o is not None]
         assert book is not None
+        taken: dict[tuple[str, str], Decimal] = {}
+        for order in orders:
+            if order.reduce_only:
+                key = (order.symbol, order.side)
+                taken[key] = taken.get(key, Decimal(0)) + order.qty - order.filled_qty
         doomed = []
         for order in orders:
-            if order is None or order.reduce_only:
+            if order.reduce_only:
                 continue
+            key = (order.symbol, order.side)
             held = book.positions.get(order.symbol)
             intent = OrderIntent(
                 symbol=order.symbol,
@@ -282,7 +291,10 @@ class RiskEnforcer:
                 qty=order.qty - order.filled_qty,
                 order_type=OrderType(order.type),
             )
-            if not is_risk_reducing(intent, held.qty if held else Decimal(0)):
+            working = taken.get(key, Decimal(0))
+            if is_risk_reducing(intent, held.qty if held else Decimal(0), working):
+                taken[key] = working + intent.qty
+            else:
                 doomed.append(order.id)
         if doomed:
             self.app.orders.cancel_ids(doomed)

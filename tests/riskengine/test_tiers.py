@@ -154,3 +154,32 @@ def test_margin_call_again_only_after_leaving_the_band(harness: Harness) -> None
     assert h.account(sub).tier == "NORMAL"
     h.move(h.mark_for_ratio(sub, D("0.71")))
     assert len(h.published("margin_call", sub)) == 2
+
+
+def test_restricted_keeps_only_the_working_sells_that_fit_in_the_long(harness: Harness) -> None:
+    # Arrange: long 0.5; two resting SELL 0.3 (each alone would fit in the long; together
+    # they could leave a short of 0.1 once the account is restricted).
+    h = harness
+    t = h.open_long("1000", "0.5", 50)
+    sub = t.sub_account_id
+    sells = [
+        t.send(
+            "place_limit_order",
+            (cmd.PlaceLimitOrder, h.app.orders.place_limit),
+            subAccountId=sub,
+            symbol=BTC,
+            side="SELL",
+            qty="0.3",
+            price="62500",
+        )
+        for _ in range(2)
+    ]
+    assert all(r["ok"] and r["data"]["status"] == "NEW" for r in sells), sells
+
+    # Act: the mark falls into RESTRICTED.
+    h.move(h.mark_for_ratio(sub, D("0.805")))
+
+    # Assert: the older sell is kept (it reduces), the newer one cancelled.
+    assert h.account(sub).status == "RESTRICTED"
+    status = {o.id: o.status for o in orders(h, sub)}
+    assert [status[r["data"]["orderId"]] for r in sells] == ["NEW", "CANCELED"]
