@@ -51,6 +51,9 @@ def parse_decimal(value: object, field: str = "value") -> Decimal:
             # Decimal() reads any Unicode digit ('١' is 1, '１' is 1): refuse them, as
             # ``ascii_digits`` does for ids.
             raise ValueError(f"{field} must be written with the ASCII digits 0-9, got {value!r}")
+        if "_" in text:
+            # Decimal() reads '1_000' as 1000; no exchange or client writes a number so.
+            raise ValueError(f"{field} must be a decimal number, got {value!r}")
         try:
             result = Decimal(text)
         except InvalidOperation:

@@ -32,6 +32,8 @@ amounts = st.decimals(
         "1e",
         "abc",
         "0x10",
+        "1_000",  # Decimal() would read 1000
+        "0.0_1",
         True,
         None,
         [],
