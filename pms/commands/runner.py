@@ -115,10 +115,10 @@ class CommandRunner:
                 command = parse_command(model, raw)
             except (ValidationError, TypeError) as exc:
                 error = exc if isinstance(exc, PmsError) else ValidationError(str(exc))
-                return self._answer(request_id, results.from_exception(request_id, error))
+                return self._refuse(request_id, results.from_exception(request_id, error))
             except orjson.JSONEncodeError:
                 err = ValidationError("command contains values that are not JSON")
-                return self._answer(request_id, results.from_exception(request_id, err))
+                return self._refuse(request_id, results.from_exception(request_id, err))
             try:
                 return self._run_once(actor, request_id, raw, command, handler)
             except DBAPIError as exc:
@@ -253,4 +253,14 @@ class CommandRunner:
 
     def _answer(self, request_id: str, result: dict[str, Any]) -> dict[str, Any]:
         self._results.put(request_id, result)
+        return result
+
+    def _refuse(self, request_id: str, result: dict[str, Any]) -> dict[str, Any]:
+        """A command refused before its requestId was looked at (malformed): stored unless the
+        id already holds a result, which a malformed retry must never replace (a gateway
+        reading it later would see a refusal for a deposit that went through); then it is only
+        published, to the sender waiting on the channel."""
+        stored, _existing = self._results.put_if_absent(request_id, result)
+        if not stored:
+            self._results.publish_only(result)
         return result

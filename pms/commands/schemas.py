@@ -56,18 +56,33 @@ def _text_id(value: Any) -> str:
     return value
 
 
+# The request ids of the orders the risk engine places itself (ADL cuts, liquidation closes:
+# ``risk:{eventId}:{symbol}[:{leg}]``). An order found by request id is resumed instead of
+# placed, so a command may not use one: an owner could pre-claim their own account's next
+# liquidation and have it resume their order instead.
+ENGINE_REQUEST_PREFIX = "risk:"
+
+
+def _request_id(value: Any) -> str:
+    text = _text_id(value)
+    if text.startswith(ENGINE_REQUEST_PREFIX):
+        raise ValueError(f"must not start with {ENGINE_REQUEST_PREFIX!r} (the engine's own ids)")
+    return text
+
+
 PositiveDecimal = Annotated[Decimal, BeforeValidator(_positive_decimal)]
 AnyDecimal = Annotated[Decimal, BeforeValidator(_decimal)]
 SubAccountId = Annotated[int, BeforeValidator(_int_id)]
 Symbol = Annotated[str, BeforeValidator(_symbol)]
 TextId = Annotated[str, BeforeValidator(_text_id)]
+RequestId = Annotated[str, BeforeValidator(_request_id)]
 Leverage = Annotated[int, Field(ge=1, le=125, strict=True)]
 
 
 class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
 
-    requestId: TextId
+    requestId: RequestId
     userId: TextId
     role: Literal["admin"] | None = None
 
@@ -78,7 +93,7 @@ class Command(BaseModel):
 
 class Ping(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    requestId: TextId
+    requestId: RequestId
     userId: TextId | None = None
     role: Literal["admin"] | None = None
 

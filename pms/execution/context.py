@@ -153,8 +153,8 @@ SELECT s.id, s.owner_user_id, s.is_house, s.status, s.wallet_balance, s.tier,
     FROM orders WHERE sub_account_id = %(a)s AND status = ANY(%(open)s)) AS open_orders,
   (SELECT json_agg(json_build_array(symbol, qty::text, entry_price::text, leverage))
     FROM positions WHERE sub_account_id = %(a)s AND closed_at IS NULL) AS positions,
-  (SELECT id FROM orders WHERE request_id = %(rid)s AND status <> %(rejected)s
-    ORDER BY id LIMIT 1) AS existing,
+  (SELECT id FROM orders WHERE request_id = %(rid)s AND sub_account_id = %(a)s
+    AND status <> %(rejected)s ORDER BY id LIMIT 1) AS existing,
   nextval('orders_id_seq') AS next_id, now() AS tx_now
 FROM sub_accounts s JOIN risk_rules r ON r.sub_account_id = s.id WHERE s.id = %(a)s
 """,

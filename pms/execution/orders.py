@@ -27,6 +27,7 @@ requestId and continues from step 2 or 4.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -123,6 +124,12 @@ def remember_leverage(
     """The statement that stores a sub-account's leverage for a symbol (insert or update)."""
     params = {"sub_account_id": sub_account_id, "symbol": symbol, "leverage": leverage}
     return _REMEMBER_LEVERAGE_SQL, params
+
+
+# An intent younger than this may still be on its way to the exchange (the signed request's
+# recvWindow, ccxt's 10 s, bounds how late it can arrive): not found there, it is neither
+# cancelled nor rejected here yet (cancel_order_id; order-sync).
+PENDING_GRACE = timedelta(seconds=10)
 
 
 def client_order_id(order_id: int) -> str:
@@ -261,8 +268,12 @@ class OrderService:
         request_id: str,
         reduce_only: bool = True,
     ) -> dict[str, Any]:
-        """A reduce-only market order decided by the engine (close, liquidation, ADL)."""
-        command = cmd.PlaceMarketOrder(
+        """A reduce-only market order decided by the engine (close, liquidation, ADL).
+
+        Built without the command edge's validation: its request id is in the engine's own
+        namespace (``risk:…``), which the edge refuses to commands; the risk checks still
+        judge the order."""
+        command = cmd.PlaceMarketOrder.model_construct(
             requestId=request_id,
             userId="engine",
             role="admin",
@@ -290,11 +301,12 @@ class OrderService:
         with unit_of_work(self._factory) as s:
             # Locked, then read: sees every intent committed before the lock was granted.
             account, rows = lock_and_read_order_context(s, c.subAccountId, c.requestId, self._clock)
+            # Authorized before anything of the account is answered, a resumed intent included.
+            authorize(account, c.userId, c.is_admin)
             if rows.existing_order_id is not None:
                 existing = s.get(Order, rows.existing_order_id)
                 assert existing is not None
                 return existing, True
-            authorize(account, c.userId, c.is_admin)
             positions = rows.positions
             # Every symbol the risk checks price: the order's, the held ones, and those of
             # working orders (their margin is reserved at the mark).
@@ -494,12 +506,14 @@ class OrderService:
             )
         return self.record_exchange_state(order.id, found, sub_account_id=order.sub_account_id)
 
-    def _find_by_request(self, request_id: str) -> Order | None:
-        """The live intent of a previous delivery. A REJECTED one placed nothing, so a retry
-        (allowed only after a retryable refusal) is a fresh decision."""
+    def _find_by_request(self, request_id: str, sub_account_id: int) -> Order | None:
+        """The live intent of a previous delivery on this sub-account. A REJECTED one placed
+        nothing, so a retry (allowed only after a retryable refusal) is a fresh decision."""
         with unit_of_work(self._factory) as s:
             query = select(Order).where(
-                Order.request_id == request_id, Order.status != OrderStatus.REJECTED.value
+                Order.request_id == request_id,
+                Order.sub_account_id == sub_account_id,
+                Order.status != OrderStatus.REJECTED.value,
             )
             return s.execute(query.order_by(Order.id)).scalars().first()
 
@@ -532,11 +546,20 @@ class OrderService:
             if not OrderStatus(order.status).is_open:
                 return views.order_view(order)
             symbol, coid = order.symbol, order.client_order_id
+            placing = order.status == OrderStatus.PENDING_NEW.value
+            created_at = order.created_at
         cancelled = self._exchange.cancel_order(symbol, coid)
         if cancelled is None:
             # Unknown to the exchange: it never arrived (or is long gone). Settle by fetching.
             found = self._exchange.fetch_order(symbol, coid)
             if found is None:
+                if placing and self._clock.now() - created_at < PENDING_GRACE:
+                    # Its placement may still be on the way: closed here, it would rest on
+                    # the exchange unknown to us and unmargined once it arrived.
+                    raise ExchangeUnavailable(
+                        f"order {order_id} is still being placed; cancel it again shortly",
+                        {"orderId": order_id, "status": OrderStatus.PENDING_NEW.value},
+                    )
                 return self.close_locally(order_id, OrderStatus.CANCELED, "not on exchange")
             cancelled = found
         return self.record_exchange_state(order_id, cancelled)
@@ -589,14 +612,15 @@ class OrderService:
     # -- positions and leverage ---------------------------------------------------------------
 
     def close_position(self, c: cmd.ClosePosition) -> Deferred:
-        existing = self._find_by_request(c.requestId)
-        if existing is not None:
-            return Deferred(self._resume(existing))
         with unit_of_work(self._factory) as s:
             account = s.get(SubAccount, c.subAccountId)
             if account is None:
                 raise NotFound(f"sub-account {c.subAccountId} does not exist")
             authorize(account, c.userId, c.is_admin)
+        existing = self._find_by_request(c.requestId, c.subAccountId)
+        if existing is not None:
+            return Deferred(self._resume(existing))
+        with unit_of_work(self._factory) as s:
             position = s.execute(
                 select(Position).where(
                     Position.sub_account_id == c.subAccountId,

@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from pms.commands.schemas import ENGINE_REQUEST_PREFIX
 from pms.domain.enums import Side
 from pms.domain.instrument import Instrument
 from pms.domain.numbers import quantize_down, to_wire
@@ -80,7 +81,7 @@ def split_qty(qty: Decimal, instrument: Instrument) -> list[Decimal]:
 
 
 def request_id(event_id: int, symbol: str, index: int) -> str:
-    base = f"risk:{event_id}:{symbol}"
+    base = f"{ENGINE_REQUEST_PREFIX}{event_id}:{symbol}"
     return base if index == 0 else f"{base}:{index}"
 
 

@@ -20,12 +20,9 @@ from pms.db.session import unit_of_work
 from pms.domain.enums import OrderStatus
 from pms.errors import PmsError
 from pms.execution.booking import book_fill
-from pms.execution.orders import CLIENT_ID_PREFIX
+from pms.execution.orders import CLIENT_ID_PREFIX, PENDING_GRACE
 
 log = structlog.get_logger(__name__)
-
-# An intent younger than this may still be on its way to the exchange: leave it alone.
-PENDING_GRACE = timedelta(seconds=10)
 
 
 @dataclass
