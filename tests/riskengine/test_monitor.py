@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -121,6 +122,23 @@ def test_quiet_market_still_pushes_an_unfinished_liquidation(
     clock.advance(ms=REENFORCE_MS)
     m.revisit()  # no mark moved, but the account is still beyond liquidation
     assert asked[-1] == (7, "still LIQUIDATION")
+
+
+def test_the_change_feed_catches_up_once_subscribed(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """``follow_changes`` runs its catch-up (the feed reloads every book there) once it has
+    subscribed, before it reads an event; the catch-up may end the feed, like ``stop``."""
+    m = monitor(settings, redis_client, TestClock(), [])
+    stop = threading.Event()
+    caught_up: list[bool] = []
+
+    def catch_up() -> None:
+        caught_up.append(stop.is_set())
+        stop.set()
+
+    m.follow_changes(stop, on_subscribed=catch_up)
+    assert caught_up == [False]
 
 
 def _books(count: int) -> list[AccountBook]:
