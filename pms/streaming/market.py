@@ -123,9 +123,14 @@ def parse_agg_trade(d: dict[str, Any]) -> AggTrade:
 # --- state -----------------------------------------------------------------------------------
 class PriceState:
     """``pms:price:{symbol}``: ``{"mark","index","bid","bidQty","ask","askQty","last","ts",
-    "source":"stream"}``, decimal strings, ``ts`` our clock in ms at the last update."""
+    "markTs","quoteTs","source":"stream"}``, decimal strings. Each part carries its own
+    receive time (our clock, ms), because on Binance the mark and the bid/ask come over two
+    connections and one may stop while the other flows: ``markTs`` when the mark (and index)
+    was received, ``quoteTs`` when the bid/ask was (null while there is none); ``ts`` is the
+    mark's time too (``markTs``), kept for readers of the older format. The bid/ask are cleared
+    when the connection that carries them closes (:meth:`MarketStream.on_close`)."""
 
-    __slots__ = ("ask", "ask_qty", "bid", "bid_qty", "index", "last", "mark", "ts")
+    __slots__ = ("ask", "ask_qty", "bid", "bid_qty", "index", "last", "mark", "mark_ts", "quote_ts")
 
     def __init__(self) -> None:
         self.mark: Decimal | None = None
@@ -135,7 +140,12 @@ class PriceState:
         self.ask: Decimal | None = None
         self.ask_qty: Decimal | None = None
         self.last: Decimal | None = None
-        self.ts = 0
+        self.mark_ts = 0
+        self.quote_ts: int | None = None
+
+    def clear_quote(self) -> None:
+        self.bid = self.bid_qty = self.ask = self.ask_qty = None
+        self.quote_ts = None
 
     def render(self) -> bytes:
         return orjson.dumps(
@@ -147,7 +157,9 @@ class PriceState:
                 "ask": _s(self.ask),
                 "askQty": _s(self.ask_qty),
                 "last": _s(self.last or self.mark),
-                "ts": self.ts,
+                "ts": self.mark_ts,
+                "markTs": self.mark_ts,
+                "quoteTs": self.quote_ts,
                 "source": "stream",
             }
         )
@@ -214,6 +226,7 @@ class MarketStream:
         self._ids = itertools.count(1)
         self._snapshot_retry_s = snapshot_retry_s
         self._with_depth = any(k.startswith("depth") for k in self.kinds)
+        self._with_quotes = "bookTicker" in self.kinds
         self._prices_owner = any(k.startswith(("markPrice", "bookTicker")) for k in self.kinds)
 
     # --- Stream protocol -------------------------------------------------------------------
@@ -250,12 +263,14 @@ class MarketStream:
             st = self.market.prices.get(t.symbol)
             if st is not None:
                 st.bid, st.bid_qty, st.ask, st.ask_qty = t.bid, t.bid_qty, t.ask, t.ask_qty
+                st.quote_ts = self.health.last_ms
                 self._touch_price(t.symbol, st, recv_ns)
         elif kind == "markPriceUpdate":
             m = parse_mark_price(data)
             st = self.market.prices.get(m.symbol)
             if st is not None:
                 st.mark, st.index = m.mark, m.index_price
+                st.mark_ts = self.health.last_ms
                 self._touch_price(m.symbol, st, recv_ns)
                 if self.market.on_mark is not None:
                     self.market.on_mark(from_exchange_id(m.symbol), m.mark)
@@ -277,6 +292,14 @@ class MarketStream:
         for symbol, book in self.books.items():
             book.reset()
             self.market.cache.touch(self.market.book_key(symbol), None)
+        if self._with_quotes:
+            # The bid/ask came over this connection: from now on nobody maintains them, and a
+            # mark from another connection (or the next one) must not republish them.
+            for symbol in self.symbols:
+                st = self.market.prices.get(symbol)
+                if st is not None and st.quote_ts is not None:
+                    st.clear_quote()
+                    self._touch_price(symbol, st, 0)
 
     # --- symbol set ----------------------------------------------------------------------
     async def set_symbols(self, symbols: Iterable[str]) -> None:
@@ -323,7 +346,6 @@ class MarketStream:
 
     # --- prices --------------------------------------------------------------------------
     def _touch_price(self, symbol: str, st: PriceState, recv_ns: int) -> None:
-        st.ts = self.health.last_ms
         if st.mark is not None:  # readers need a mark; it arrives within a second
             self.market.cache.touch(self.market.price_key(symbol), st, recv_ns)
 

@@ -70,7 +70,20 @@ def test_admin_price_is_visible_in_redis_within_100ms(
     assert price["source"] == "stream"
     assert Decimal(price["bid"]) < Decimal(price["ask"])
     assert Decimal(price["bid"]) <= Decimal("61234.5") <= Decimal(price["ask"])
-    assert set(price) == {"mark", "index", "bid", "bidQty", "ask", "askQty", "last", "ts", "source"}
+    assert set(price) == {
+        "mark",
+        "index",
+        "bid",
+        "bidQty",
+        "ask",
+        "askQty",
+        "last",
+        "ts",
+        "markTs",
+        "quoteTs",
+        "source",
+    }
+    assert price["ts"] == price["markTs"] and price["quoteTs"] is not None
 
 
 def test_book_levels_match_the_simulator(
@@ -189,9 +202,12 @@ def test_symbol_in_use_is_subscribed_live_and_dropped_when_unused(
 
         order = s.execute(select(Order).where(Order.client_order_id == coid)).scalar_one()
         cancel = cmd.CancelOrder(
-            requestId=f"c-{coid}", userId="x", role="admin", subAccountId=order.sub_account_id,
+            requestId=f"c-{coid}",
+            userId="x",
+            role="admin",
+            subAccountId=order.sub_account_id,
             clientOrderId=coid,
-        )  # fmt: skip
+        )
     app.orders.cancel(cancel)
 
     wait_for(lambda: "SOLUSDT" not in st.streamer.market_streams[0].symbols, 3, message="unsub")
