@@ -22,6 +22,7 @@ from pms.app import App
 from pms.commands import schemas as cmd
 from pms.db.models import Fill
 from pms.db.session import unit_of_work
+from pms.marketdata.prices import price_key
 from pms.riskengine.enforce import RiskEnforcer
 from tests.booking.helpers import (
     BTC,
@@ -38,6 +39,13 @@ from tests.booking.helpers import (
 from tests.factories import funded_account
 
 D = Decimal
+
+
+def forget_prices(app: App) -> None:
+    """The simulator's marks from now on: no in-process copy, and no record an earlier
+    test's streamer left in Redis (read first while under 5 s old)."""
+    app.redis.delete(*(price_key(app.settings.redis_prefix, symbol) for symbol in (BTC, ETH)))
+    app.prices.forget()
 
 
 def test_house_does_not_insure_a_solvent_account_closing_its_losing_leg_first(
@@ -89,7 +97,7 @@ def test_takeover_insures_a_leg_while_another_leg_keeps_the_account_solvent(
     # Marks: BTC 45000 (uPnL -150), ETH 3300 (uPnL +60): equity = 100 - 150 + 60 = 10 > 0.
     prices("BTCUSDT", "45000")
     prices("ETHUSDT", "3300")
-    app.prices.forget()
+    forget_prices(app)
     insured_before = house_insurance_total(session_factory)
 
     RiskEnforcer(app)._run_takeover(random.randint(10**8, 10**9), sub)
@@ -117,7 +125,7 @@ def test_user_extracts_house_insurance_through_ordinary_orders(
     sub = t.sub_account_id  # type: ignore[attr-defined]
     place = (cmd.PlaceMarketOrder, app.orders.place_market)
     close = (cmd.ClosePosition, app.orders.close_position)
-    app.prices.forget()  # marks of an earlier test may still be cached in-process
+    forget_prices(app)  # marks of an earlier test may still be cached
     # Exposure 480 + 480 = 960 <= 10x equity; initial margin 24 + 24 at 20x.
     for symbol, side, qty in ((BTC, "BUY", "0.008"), (ETH, "SELL", "0.16")):
         r = t.send(
@@ -133,7 +141,7 @@ def test_user_extracts_house_insurance_through_ordinary_orders(
     insured_before = house_insurance_total(session_factory)
     prices("BTCUSDT", "46000")  # a crash: BTC leg about 0.008 * -14000 = -112
     prices("ETHUSDT", "2300")  # ETH short about 0.16 * 700 = +112; equity stays about 100
-    app.prices.forget()
+    forget_prices(app)
     for symbol in (BTC, ETH):  # losing leg first
         r = t.send("close_position", close, subAccountId=sub, symbol=symbol)  # type: ignore[attr-defined]
         assert r["ok"], r

@@ -11,6 +11,7 @@ from pms.app import App
 from pms.commands import schemas as cmd
 from pms.db.models import Fill, LedgerEntry, Order, Position
 from pms.db.session import unit_of_work
+from pms.marketdata.prices import price_key
 from pms.sim.runner import SimServer
 from tests.trading.conftest import BTC, ETH
 
@@ -228,6 +229,9 @@ def test_an_unrealized_loss_cannot_be_withdrawn(app: App, trader, sim: SimServer
     )
     assert bought["ok"], bought
     sim.admin("/sim/price", {"symbol": "BTCUSDT", "price": "55000"})
+    # No streamer here: the exchange's mark. A record an earlier test's streamer left in Redis
+    # (under 5 s old) would still be read first.
+    app.redis.delete(price_key(app.settings.redis_prefix, BTC))
     app.prices.forget()
     with unit_of_work(app.sessions) as s:
         pos = s.execute(
