@@ -45,6 +45,7 @@ from pms.db.session import unit_of_work
 from pms.domain.enums import OrderStatus, OrderType, Side, TimeInForce
 from pms.domain.numbers import quantize_down, to_wire
 from pms.errors import (
+    ExchangeRejected,
     ExchangeUnavailable,
     Forbidden,
     LeverageTooHigh,
@@ -586,17 +587,23 @@ class OrderService:
         return self.cancel_ids(ids)
 
     def cancel_ids(self, ids: list[int]) -> dict[str, Any]:
+        """Cancel each order; one that fails does not stop the others (a freeze or a
+        liquidation must cancel what it can). Any failure is raised at the end with what was
+        cancelled: EXCHANGE_UNAVAILABLE if retrying may help, else EXCHANGE_REJECTED."""
         cancelled, failed = [], []
+        retry = False
         for order_id in ids:
             try:
                 cancelled.append(self.cancel_order_id(order_id))
-            except RetryableError as exc:
+            except PmsError as exc:
                 failed.append({"orderId": order_id, "error": exc.to_error()})
+                retry = retry or isinstance(exc, RetryableError)
         if failed:
-            raise ExchangeUnavailable(
-                f"{len(failed)} of {len(ids)} cancels did not complete; retry",
-                {"cancelled": cancelled, "failed": failed},
-            )
+            details = {"cancelled": cancelled, "failed": failed}
+            message = f"{len(failed)} of {len(ids)} cancels did not complete"
+            if retry:
+                raise ExchangeUnavailable(f"{message}; retry", details)
+            raise ExchangeRejected(message, details)
         return {"cancelled": cancelled}
 
     @staticmethod

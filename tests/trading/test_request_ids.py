@@ -25,7 +25,7 @@ from pms.commands import schemas as cmd
 from pms.db.models import Order, Position
 from pms.db.session import unit_of_work
 from pms.domain.enums import Side, TimeInForce
-from pms.errors import Forbidden
+from pms.errors import ExchangeRejected, Forbidden
 from pms.sim.runner import SimServer
 from tests.trading.conftest import BTC, ETH
 
@@ -254,3 +254,46 @@ def test_a_cancel_while_the_order_is_being_placed_is_retryable(
     with unit_of_work(app.sessions) as s:
         status = s.execute(select(Order.status).where(Order.client_order_id == coid)).scalar()
     assert status == "CANCELED"
+
+
+def test_a_cancel_refused_by_the_exchange_does_not_stop_the_others(
+    app: App, trader, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrange: two resting buys; the exchange refuses to cancel the first.
+    t = trader("5000")
+    sub = t.sub_account_id
+    placed = [
+        t.send(
+            "place_limit_order",
+            actors(app)["place_limit_order"],
+            subAccountId=sub,
+            symbol=BTC,
+            side="BUY",
+            qty="0.002",
+            price=price,
+        )
+        for price in ("58000", "58100")
+    ]
+    assert all(p["ok"] for p in placed), placed
+    stuck = placed[0]["data"]["clientOrderId"]
+    real_cancel = app.exchange.cancel_order
+
+    def cancel(symbol: str, client_order_id: str) -> Any:
+        if client_order_id == stuck:
+            raise ExchangeRejected("exchange rejected cancel order: -1000 (test)")
+        return real_cancel(symbol, client_order_id)
+
+    monkeypatch.setattr(app.exchange, "cancel_order", cancel)
+
+    # Act
+    answer = t.send("cancel_all_orders", actors(app)["cancel_all_orders"], subAccountId=sub)
+    monkeypatch.undo()
+
+    # Assert: the second is cancelled; the refusal is reported, not retried blindly.
+    assert answer["error"]["code"] == "EXCHANGE_REJECTED", answer
+    details = answer["error"]["details"]
+    assert [o["clientOrderId"] for o in details["cancelled"]] == [
+        placed[1]["data"]["clientOrderId"]
+    ]
+    assert [f["orderId"] for f in details["failed"]] == [placed[0]["data"]["orderId"]]
+    assert t.send("cancel_all_orders", actors(app)["cancel_all_orders"], subAccountId=sub)["ok"]
