@@ -81,11 +81,20 @@ class SchedulerService:
         """Block until ``stop()``: wait as standby, lead while holding the lock."""
         renew_s = self.lock.ttl_ms / 3000
         while not self._stop.is_set():
-            if not self.lock.acquire():
+            try:
+                if not self.lock.acquire():
+                    self._stop.wait(renew_s)
+                    continue
+                log.info("became scheduler leader", token=self.lock.token)
+                self._lead(renew_s)
+            except (redis.RedisError, OSError) as exc:
+                # Redis restarting or unreachable (redis-py's own retries spent): a leader
+                # that cannot renew its lock must stop acting (its lock expires for the
+                # standbys), and every instance keeps trying, so one leads again once Redis
+                # is back; the process stays useful instead of living on with a dead thread.
+                self._step_down()
+                log.warning("scheduler lost Redis; standing by", error=str(exc))
                 self._stop.wait(renew_s)
-                continue
-            log.info("became scheduler leader", token=self.lock.token)
-            self._lead(renew_s)
         self._step_down()
 
     def _lead(self, renew_s: float) -> None:
@@ -106,11 +115,13 @@ class SchedulerService:
             self.fire(
                 job
             )  # a new leader runs each job once at once: the old one may have died mid-period
-        while not self._stop.wait(renew_s):
-            if not self.lock.renew():
-                log.error("lost scheduler leadership; standing by")
-                break
-        self._step_down()
+        try:
+            while not self._stop.wait(renew_s):
+                if not self.lock.renew():
+                    log.error("lost scheduler leadership; standing by")
+                    break
+        finally:
+            self._step_down()
 
     def _step_down(self) -> None:
         scheduler, self._scheduler = self._scheduler, None
