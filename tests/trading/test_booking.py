@@ -3,7 +3,6 @@ with exact realized PnL; a loss beyond the balance lands on the house insurance 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,57 +17,12 @@ from pms.accounts.service import get_account, house_account
 from pms.db.models import Fill, LedgerEntry, Order, Position
 from pms.db.session import unit_of_work
 from pms.domain.enums import Side
-from pms.exchange.model import TradeReport
-from pms.execution.booking import book_fill, book_fills
+from pms.execution.booking import book_fills
 from pms.execution.position_math import apply_fill
+from tests.booking.helpers import book, make_order, trade
 from tests.factories import funded_account
 
 D = Decimal
-BTC = "BTC/USDT:USDT"
-_trade_ids = iter(range(10**9, 2 * 10**9))
-
-
-def make_order(
-    factory: sessionmaker[Session], sub: int, side: str, qty: str, symbol: str = BTC
-) -> Order:
-    with unit_of_work(factory) as s:
-        oid = int(s.execute(select(func.nextval("orders_id_seq"))).scalar_one())
-        order = Order(
-            id=oid,
-            client_order_id=f"pms-{oid}",
-            sub_account_id=sub,
-            symbol=symbol,
-            side=side,
-            type="MARKET",
-            qty=D(qty),
-            leverage=10,
-            status="NEW",
-            filled_qty=D(0),
-            exchange_order_id=str(oid),
-        )
-        s.add(order)
-    return order
-
-
-def trade(order: Order, qty: str, price: str, fee: str = "0") -> TradeReport:
-    return TradeReport(
-        symbol=order.symbol,
-        trade_id=str(next(_trade_ids)),
-        exchange_order_id=str(order.id),
-        client_order_id=order.client_order_id,
-        side=Side(order.side),
-        qty=D(qty),
-        price=D(price),
-        fee=D(fee),
-        fee_asset="USDT",
-        is_maker=False,
-        traded_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-
-
-def book(factory: sessionmaker[Session], t: TradeReport) -> bool:
-    with unit_of_work(factory) as s:
-        return book_fill(s, t, "test") is not None
 
 
 def open_position(factory: sessionmaker[Session], sub: int) -> Position | None:
