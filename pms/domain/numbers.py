@@ -70,6 +70,12 @@ def parse_decimal(value: object, field: str = "value") -> Decimal:
     return result
 
 
+def is_price(value: Decimal) -> bool:
+    """A price the engine can compute with: finite and positive. A mark of 0 (an empty field
+    read as zero) or NaN would make every notional and margin 0."""
+    return value.is_finite() and value > 0
+
+
 def quantize_down(value: Decimal, step: Decimal) -> Decimal:
     """The largest multiple of ``step`` not above ``value`` in magnitude (toward zero)."""
     if step <= 0:

@@ -43,7 +43,7 @@ from pms.db.folding import execute_and_commit
 from pms.db.models import Order, Position, RiskRules, SubAccount
 from pms.db.session import unit_of_work
 from pms.domain.enums import OrderStatus, OrderType, Side, TimeInForce
-from pms.domain.numbers import quantize_down, to_wire
+from pms.domain.numbers import is_price, quantize_down, to_wire
 from pms.errors import (
     ExchangeRejected,
     ExchangeUnavailable,
@@ -161,7 +161,7 @@ def qty_for_notional(
     that is not a positive number is missing market data (retryable), as in the checks.
     """
     where = "the mark price" if at_mark else "price"
-    if not (price.is_finite() and price > 0):
+    if not is_price(price):
         raise ExchangeUnavailable(
             f"no usable mark price for {symbol} ({price}) to convert notional; retry shortly",
             {"symbols": [symbol]},
@@ -677,7 +677,7 @@ class OrderService:
             position_notional = Decimal(0)
             if held:
                 mark = self._prices.mark(c.symbol)
-                if not (mark.is_finite() and mark > 0):
+                if not is_price(mark):
                     raise ExchangeUnavailable(
                         f"no usable mark price for {c.symbol} ({mark}); retry shortly",
                         {"symbols": [c.symbol]},

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from pms.domain.enums import AccountStatus, OrderType, Side, Tier, TimeInForce
 from pms.domain.instrument import Instrument
-from pms.domain.numbers import ZERO, is_multiple, to_wire
+from pms.domain.numbers import ZERO, is_multiple, is_price, to_wire
 from pms.errors import (
     AccountFrozen,
     AccountRestricted,
@@ -68,12 +68,6 @@ def _reduces(intent: OrderIntent, context: RiskContext) -> bool:
     return is_risk_reducing(intent, context.position_qty(intent.symbol), working)
 
 
-def _priced(value: Decimal) -> bool:
-    """A price the checks can use: finite and positive. A mark of 0 (say, an empty field
-    read as zero) would make every notional and margin 0 and wave any order through."""
-    return value.is_finite() and value > ZERO
-
-
 def _priced_symbols(context: RiskContext, symbol: str) -> set[str]:
     """The symbols the checks price: the intent's, the held ones, the working orders'."""
     symbols = {symbol, *(s for s, p in context.positions.items() if p.qty)}
@@ -83,14 +77,14 @@ def _priced_symbols(context: RiskContext, symbol: str) -> set[str]:
 
 def _unusable_quote(context: RiskContext, symbol: str) -> bool:
     quote = context.quotes.get(symbol)
-    return quote is not None and not (_priced(quote.bid) and _priced(quote.ask))
+    return quote is not None and not (is_price(quote.bid) and is_price(quote.ask))
 
 
 def _has_market_data(context: RiskContext, symbol: str) -> bool:
     """Usable marks and instruments for the intent's symbol and everything the account holds,
     and a usable quote for the intent's symbol if there is one."""
     return not _unusable_quote(context, symbol) and all(
-        s in context.marks and _priced(context.marks[s]) and s in context.instruments
+        s in context.marks and is_price(context.marks[s]) and s in context.instruments
         for s in _priced_symbols(context, symbol)
     )
 
@@ -126,7 +120,7 @@ def _usable(intent: OrderIntent, context: RiskContext) -> tuple[Instrument, Deci
     if instrument is None or intent.qty <= ZERO or not _has_market_data(context, intent.symbol):
         return None
     price = context.margin_price(intent)
-    if price is None or not _priced(price):
+    if price is None or not is_price(price):
         return None
     return instrument, price
 
@@ -203,7 +197,7 @@ def check_market_data(intent: OrderIntent, context: RiskContext) -> Reason | Non
         return None
     symbols = _priced_symbols(context, intent.symbol)
     missing = sorted(s for s in symbols if s not in context.marks)
-    unusable = sorted(s for s in symbols if s in context.marks and not _priced(context.marks[s]))
+    unusable = sorted(s for s in symbols if s in context.marks and not is_price(context.marks[s]))
     problems = []
     if missing:
         problems.append(f"no mark price yet for {', '.join(missing)}")
@@ -307,7 +301,7 @@ def check_price_band(intent: OrderIntent, context: RiskContext) -> Reason | None
     mark = context.marks.get(intent.symbol)
     if intent.order_type is not OrderType.LIMIT or price is None or mark is None:
         return None
-    if not _priced(mark):
+    if not is_price(mark):
         return None  # check_market_data owns this
     band = mark * context.rules.price_band_bps / _BPS
     if abs(price - mark) <= band:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pms.domain.enums import AccountStatus, OrderType, Side, Tier, TimeInForce
 from pms.domain.instrument import Instrument
-from pms.domain.numbers import ZERO
+from pms.domain.numbers import ZERO, is_price
 from pms.errors import (
     AccountFrozen,
     AccountRestricted,
@@ -137,7 +137,7 @@ class RiskContext:
         quote = self.quotes.get(intent.symbol)
         if quote is not None:
             price = quote.ask if intent.side is Side.BUY else quote.bid
-            if price.is_finite() and price > ZERO:
+            if is_price(price):
                 return price
         return self.marks.get(intent.symbol)
 
