@@ -41,6 +41,15 @@ from tests.factories import funded_account
 D = Decimal
 
 
+def two_longs(factory: sessionmaker[Session]) -> int:
+    """A sub-account with a wallet of 100, long 0.01 BTC at 60000 and long 0.2 ETH at 3000 (no
+    fees, to keep the numbers plain)."""
+    sub, _ = funded_account(factory, "100")
+    book(factory, trade(make_order(factory, sub, "BUY", "0.01", BTC), "0.01", "60000"))
+    book(factory, trade(make_order(factory, sub, "BUY", "0.2", ETH), "0.2", "3000"))
+    return sub
+
+
 def forget_prices(app: App) -> None:
     """The simulator's marks from now on: no in-process copy, and no record an earlier
     test's streamer left in Redis (read first while under 5 s old)."""
@@ -51,13 +60,7 @@ def forget_prices(app: App) -> None:
 def test_house_does_not_insure_a_solvent_account_closing_its_losing_leg_first(
     session_factory: sessionmaker[Session],
 ) -> None:
-    sub, _ = funded_account(session_factory, "100")
-    # Long 0.01 BTC at 60000 and long 0.2 ETH at 3000 (no fees, to keep the numbers plain).
-    book(
-        session_factory,
-        trade(make_order(session_factory, sub, "BUY", "0.01", BTC), "0.01", "60000"),
-    )
-    book(session_factory, trade(make_order(session_factory, sub, "BUY", "0.2", ETH), "0.2", "3000"))
+    sub = two_longs(session_factory)
     insured_before = house_insurance_total(session_factory)
 
     # BTC falls to 45000 (uPnL -150), ETH rises to 4000 (uPnL +200): equity 100-150+200 = 150.
@@ -88,12 +91,7 @@ def test_takeover_insures_a_leg_while_another_leg_keeps_the_account_solvent(
 ) -> None:
     """The same through the liquidation takeover (RiskEnforcer._run_takeover, one transaction,
     legs booked symbol by symbol at mark)."""
-    sub, _ = funded_account(session_factory, "100")
-    book(
-        session_factory,
-        trade(make_order(session_factory, sub, "BUY", "0.01", BTC), "0.01", "60000"),
-    )
-    book(session_factory, trade(make_order(session_factory, sub, "BUY", "0.2", ETH), "0.2", "3000"))
+    sub = two_longs(session_factory)
     # Marks: BTC 45000 (uPnL -150), ETH 3300 (uPnL +60): equity = 100 - 150 + 60 = 10 > 0.
     prices("BTCUSDT", "45000")
     prices("ETHUSDT", "3300")
@@ -161,12 +159,7 @@ def test_a_deficit_left_when_the_account_is_flat_is_insured_by_the_house(
     session_factory: sessionmaker[Session],
 ) -> None:
     # Arrange: long 0.01 BTC at 60000 and long 0.2 ETH at 3000 on a wallet of 100.
-    sub, _ = funded_account(session_factory, "100")
-    book(
-        session_factory,
-        trade(make_order(session_factory, sub, "BUY", "0.01", BTC), "0.01", "60000"),
-    )
-    book(session_factory, trade(make_order(session_factory, sub, "BUY", "0.2", ETH), "0.2", "3000"))
+    sub = two_longs(session_factory)
     insured_before = house_insurance_total(session_factory)
 
     # Act: BTC closed 15000 lower (-150: the wallet goes to -50, ETH still open), then ETH
