@@ -255,7 +255,9 @@ class OrderService:
         post_only: bool,
         origin: str,
     ) -> dict[str, Any]:
-        order, resumed = self._persist_intent(c, order_type, price, tif, post_only, origin)
+        order, resumed = self._persist_intent(
+            c, order_type, price, tif, post_only, origin, by_engine=True
+        )
         return self._resume(order) if resumed else self._send(order)
 
     def place_internal(
@@ -294,6 +296,8 @@ class OrderService:
         tif: TimeInForce | None,
         post_only: bool,
         origin: str,
+        *,
+        by_engine: bool = False,
     ) -> tuple[Order, bool]:
         """Validate under the sub-account's lock and commit the intent; returns it (detached)
         and False. When a previous delivery of the request left a live intent, returns that
@@ -338,6 +342,7 @@ class OrderService:
                 post_only=post_only,
                 time_in_force=tif,
                 leverage=c.leverage,
+                by_engine=by_engine,
             )
             context = context_from_rows(account, rows, self._instruments.all(), marks, quotes)
             decision = validate(intent, context)

@@ -133,6 +133,9 @@ def check_account_status(intent: OrderIntent, context: RiskContext) -> Reason | 
     worse) only reduce. A CLOSED account answers ACCOUNT_FROZEN: to the trader it is an
     account that cannot trade, not a malformed order."""
     status = context.status
+    engine_cut = intent.by_engine and intent.reduce_only and _reduces(intent, context)
+    if status is AccountStatus.FROZEN and engine_cut:
+        return None
     if status in (AccountStatus.FROZEN, AccountStatus.CLOSED):
         return Reason(
             AccountFrozen.code,

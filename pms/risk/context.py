@@ -52,6 +52,9 @@ class OrderIntent:
     post_only: bool = False
     time_in_force: TimeInForce | None = None
     leverage: int | None = None
+    # Placed by the risk engine itself (an ADL cut, a liquidation close): a reducing one goes
+    # through a FROZEN account too (a freeze stops the trader, not the engine's risk cuts).
+    by_engine: bool = False
 
 
 @dataclass(frozen=True, slots=True)

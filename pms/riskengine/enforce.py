@@ -16,12 +16,10 @@ recorded in the event and published, and enforcement goes on to assess the accou
 failure that may pass (exchange unavailable, rate limited) leaves the event PENDING and
 enforcement stops there: the next one resumes it before deciding anything new on top of it.
 
-The engine's own orders only reduce, and they must go out whatever the account's status. The
-pre-trade checks refuse every order of a FROZEN account, so while an action runs on a frozen
-account its status is RESTRICTED (ADL) or LIQUIDATING (liquidation), which allow exactly
-risk-reducing orders, and the event records ``"frozen": true``; the action's end puts FROZEN
-back (only ``unfreeze_sub_account`` lifts a freeze). A pending event with that mark means the
-account is frozen, and it is always resumed before the account is assessed again.
+The engine's own orders only reduce, and they go out whatever the account's status: the
+pre-trade checks let a reducing engine order through a FROZEN account (``OrderIntent.by_engine``).
+An action on a frozen account records ``"frozen": true``, and a liquidation's end puts FROZEN
+back (only ``unfreeze_sub_account`` lifts a freeze).
 
 | tier        | action                                                                    |
 | WARNING     | ``margin_call`` event, once per crossing                                 |
@@ -320,9 +318,8 @@ class RiskEnforcer:
             self._finish(event_id, sub_account_id, action, details | result, outcome.failures)
 
     def _begin(self, event_id: int) -> tuple[str, int, dict[str, Any]]:
-        """The event's action, account and plan. Under the account's lock: a FROZEN account
-        takes the status the engine's reducing orders pass with (remembered in the event as
-        ``frozen``), and a close fixes its plan, the positions to close, once (a resumed close
+        """The event's action, account and plan. Under the account's lock: an action on a
+        FROZEN account remembers it (``frozen``), and a close fixes its plan, the positions to close, once (a resumed close
         places the same legs, so it continues rather than repeats)."""
         with unit_of_work(self.app.sessions) as s:
             sub_account_id = s.execute(
@@ -333,8 +330,6 @@ class RiskEnforcer:
             assert event is not None
             action, details = event.action, dict(event.details)
             if account.status == AccountStatus.FROZEN.value and action in ("adl", *LIQUIDATIONS):
-                working = AccountStatus.RESTRICTED if action == "adl" else AccountStatus.LIQUIDATING
-                account.status = working.value
                 details["frozen"] = True
             if action == "liquidate_close" and "closes" not in details:
                 details["closes"] = [
@@ -459,7 +454,7 @@ class RiskEnforcer:
         """Close the event DONE (or FAILED, with the failures) and settle the status: a flat
         account after a liquidation is ACTIVE again, or FROZEN if it was frozen; one that
         still holds positions stays LIQUIDATING (the next assessment starts a new
-        liquidation); an ADL on a frozen account gives it back its FROZEN status."""
+        liquidation); an ADL leaves the status as it is."""
         with unit_of_work(self.app.sessions) as s:
             account = lock_account(s, sub_account_id)
             event = s.get(LiquidationEvent, event_id, with_for_update=True)
@@ -477,8 +472,6 @@ class RiskEnforcer:
                     account.status = AccountStatus.LIQUIDATING.value
                     if frozen:
                         details = details | {"frozen": True}
-            elif frozen and account.status == AccountStatus.RESTRICTED.value:
-                account.status = AccountStatus.FROZEN.value
             status = "FAILED" if failures else "DONE"
             details = details | {
                 "walletAfter": to_wire(account.wallet_balance),

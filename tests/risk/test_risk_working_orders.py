@@ -277,3 +277,18 @@ def test_an_accepted_order_never_leaves_less_available_than_before_or_zero(
         f"accepted {side.value} {qty}@{price} with position {held} and working {working}: "
         f"available {before.available} -> {after.available}"
     )
+
+
+def test_a_frozen_account_passes_only_the_engines_reducing_orders() -> None:
+    # A freeze stops the trader, not the risk engine's cuts (ADL, liquidation closes).
+    ctx = context(positions=[pos(BTC, "1", "60000")], status=AccountStatus.FROZEN)
+
+    by_engine = validate(intent(Side.SELL, "0.5", reduce_only=True, by_engine=True), ctx)
+    by_trader = validate(intent(Side.SELL, "0.5", reduce_only=True), ctx)
+    engine_adding = validate(intent(Side.BUY, "0.5", by_engine=True), ctx)
+    engine_beyond = validate(intent(Side.SELL, "1.5", reduce_only=True, by_engine=True), ctx)
+
+    assert by_engine.accepted, codes(by_engine)
+    assert codes(by_trader) == ["ACCOUNT_FROZEN"]
+    assert "ACCOUNT_FROZEN" in codes(engine_adding)
+    assert "ACCOUNT_FROZEN" in codes(engine_beyond)
