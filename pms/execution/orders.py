@@ -512,16 +512,16 @@ class OrderService:
             )
         return self.record_exchange_state(order.id, found, sub_account_id=order.sub_account_id)
 
-    def _find_by_request(self, request_id: str, sub_account_id: int) -> Order | None:
+    @staticmethod
+    def _find_by_request(s: Session, request_id: str, sub_account_id: int) -> Order | None:
         """The live intent of a previous delivery on this sub-account. A REJECTED one placed
         nothing, so a retry (allowed only after a retryable refusal) is a fresh decision."""
-        with unit_of_work(self._factory) as s:
-            query = select(Order).where(
-                Order.request_id == request_id,
-                Order.sub_account_id == sub_account_id,
-                Order.status != OrderStatus.REJECTED.value,
-            )
-            return s.execute(query.order_by(Order.id)).scalars().first()
+        query = select(Order).where(
+            Order.request_id == request_id,
+            Order.sub_account_id == sub_account_id,
+            Order.status != OrderStatus.REJECTED.value,
+        )
+        return s.execute(query.order_by(Order.id)).scalars().first()
 
     # -- cancelling -------------------------------------------------------------------------
 
@@ -629,10 +629,7 @@ class OrderService:
             if account is None:
                 raise NotFound(f"sub-account {c.subAccountId} does not exist")
             authorize(account, c.userId, c.is_admin)
-        existing = self._find_by_request(c.requestId, c.subAccountId)
-        if existing is not None:
-            return Deferred(self._resume(existing))
-        with unit_of_work(self._factory) as s:
+            existing = self._find_by_request(s, c.requestId, c.subAccountId)
             position = s.execute(
                 select(Position).where(
                     Position.sub_account_id == c.subAccountId,
@@ -640,10 +637,12 @@ class OrderService:
                     Position.closed_at.is_(None),
                 )
             ).scalar_one_or_none()
-            if position is None or position.qty == 0:
-                raise NotFound(f"no open {c.symbol} position on sub-account {c.subAccountId}")
-            held = abs(position.qty)
-            side = Side.SELL if position.qty > 0 else Side.BUY
+        if existing is not None:
+            return Deferred(self._resume(existing))
+        if position is None or position.qty == 0:
+            raise NotFound(f"no open {c.symbol} position on sub-account {c.subAccountId}")
+        held = abs(position.qty)
+        side = Side.SELL if position.qty > 0 else Side.BUY
         qty = held if c.qty is None else c.qty
         if qty > held:
             raise ValidationError(f"cannot close {qty}: the position is {held}")
