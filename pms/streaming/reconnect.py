@@ -33,6 +33,7 @@ import structlog
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from pms.clock import Clock, SystemClock
+from pms.streaming.cache import stop_if_cancelled
 from pms.streaming.status import StatusBoard, StreamHealth
 
 log = structlog.get_logger(__name__)
@@ -124,6 +125,10 @@ async def run_stream(
     attempt = 0
     connections = 0
     while True:
+        # A cancel swallowed by a library while the stream was (re)connecting leaves this
+        # task "cancelling" and the loop would go on reconnecting (seen at shutdown when the
+        # exchange went away first: the streamer's tasks outlived its 10 s stop timeout).
+        stop_if_cancelled()
         conn: Connection | None = None
         started = monotonic()
         reason = "closed"
@@ -148,6 +153,7 @@ async def run_stream(
             attempt = 0
         delay = backoff_delay(attempt, policy, rand())
         attempt += 1
+        stop_if_cancelled()
         log.info("stream reconnecting", stream=stream.name, reason=reason, delay_s=round(delay, 3))
         await sleep(delay)
 

@@ -4,6 +4,7 @@ connection, silence watchdog, a stream's own reconnect request, clean cancellati
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -152,3 +153,43 @@ def test_planned_rotation_replaces_a_busy_connection(board: StatusBoard) -> None
 
     assert stream.closes[0] == "planned rotation"
     assert stream.opened == 2 and len(stream.messages) > 10
+
+
+class SwallowingStream(FakeStream):
+    """An exchange that went away: every open fails, and a cancel that lands during the
+    connect is swallowed into a connection error (as a client library may do on 3.11)."""
+
+    def __init__(self, connecting: asyncio.Event) -> None:
+        super().__init__([])
+        self.connecting = connecting
+
+    async def open(self) -> FakeConn:
+        self.opened += 1
+        if self.opened == 1:
+            self.connecting.set()
+            with contextlib.suppress(asyncio.CancelledError):  # the task stays "cancelling"
+                await asyncio.sleep(3600)
+        raise OSError("refused")
+
+
+def test_a_cancel_swallowed_while_reconnecting_still_stops_the_stream(
+    board: StatusBoard,
+) -> None:
+    async def main() -> int:
+        connecting = asyncio.Event()
+        stream = SwallowingStream(connecting)
+        task = asyncio.create_task(
+            run_stream(stream, board, ReconnectPolicy(initial_s=0.01), rand=lambda: 0.5)
+        )
+        await connecting.wait()
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=2)
+        if task not in done:  # not stopped: cancel again (a real cancel) to end the test
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await board._client.aclose()
+        assert task in done and task.cancelled()
+        return stream.opened
+
+    assert asyncio.run(main()) == 1  # no reconnect after the cancel
