@@ -26,10 +26,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg2
 import psycopg2.extensions
 from sqlalchemy import Connection, CursorResult
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util.typing import TupleAny, Unpack
 
 DRIVER_NAME = "pms_psycopg2"
@@ -130,3 +132,34 @@ def execute_and_commit(
     # than running in autocommit mode; the caller's commit commits it.
     _raw(connection.connection).begin_pending = True
     return result
+
+
+def read_outside_transaction(
+    connection: Connection, sql: str, params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """The rows of one read-only statement, run on its own (autocommit): one round trip, with
+    neither ``BEGIN`` nor ``COMMIT``. A single statement reads one snapshot, so this is what
+    a transaction around it would have read.
+
+    ``connection`` must not be in a transaction (it would not see the transaction's own
+    writes, and its locks would not cover the read): then, as on an engine that does not
+    fold, the statement runs in the connection's transaction, begun if need be.
+    """
+    raw = _raw(connection.connection)
+    if (
+        not isinstance(connection.dialect, FoldingDialect)
+        or connection.in_transaction()
+        or raw.begin_pending
+        or raw.info.transaction_status != _IDLE
+    ):
+        return [tuple(row) for row in connection.exec_driver_sql(sql, params)]
+    cursor = raw.cursor()
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()  # type: ignore[no-any-return]
+    except psycopg2.Error as exc:
+        if raw.closed:
+            connection.invalidate(exc)  # as SQLAlchemy does on a disconnect
+        raise DBAPIError.instance(sql, params, exc, psycopg2.Error) from exc
+    finally:
+        cursor.close()

@@ -17,6 +17,8 @@ import structlog
 from sqlalchemy import Connection, CursorResult
 from sqlalchemy.util.typing import TupleAny, Unpack
 
+from pms.db import folding
+
 log = structlog.get_logger(__name__)
 
 _INFO_KEY = "pms_prepared"
@@ -50,6 +52,15 @@ class PreparedStatement:
         if self.name in connection.info.get(_INFO_KEY, ()):
             return connection.exec_driver_sql(before + self.execute_sql, params)
         return connection.exec_driver_sql(before + self.sql, params)
+
+    def rows_outside_transaction(
+        self, connection: Connection, params: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """The statement's rows in one round trip, with no transaction around it
+        (:func:`pms.db.folding.read_outside_transaction`)."""
+        prepared = self.name in connection.info.get(_INFO_KEY, ())
+        sql = self.execute_sql if prepared else self.sql
+        return folding.read_outside_transaction(connection, sql, params)
 
 
 _REGISTRY: dict[str, PreparedStatement] = {}

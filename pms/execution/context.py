@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import any_, select
 from sqlalchemy.orm import Session
@@ -192,6 +192,35 @@ def _dec(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
+def open_orders_from_json(rows: list[list[Any]] | None) -> list[OpenOrder]:
+    """The working orders of a ``json_agg(json_build_array(symbol, side, qty::text,
+    filled_qty::text, price::text, leverage, reduce_only))``: what is left to fill of each."""
+    out: list[OpenOrder] = []
+    for sym, side, qty_s, filled_s, price_s, lev, ro in rows or ():
+        qty, filled = Decimal(qty_s), Decimal(filled_s)
+        if qty > filled:
+            out.append(
+                OpenOrder(
+                    symbol=sym,
+                    side=Side(side),
+                    qty=qty - filled,
+                    price=_dec(price_s),
+                    leverage=lev,
+                    reduce_only=ro,
+                )
+            )
+    return out
+
+
+def positions_from_json(rows: list[list[Any]] | None) -> dict[str, RiskPosition]:
+    """The open positions of a ``json_agg(json_build_array(symbol, qty::text,
+    entry_price::text, leverage))``, by symbol."""
+    return {
+        sym: RiskPosition(symbol=sym, qty=Decimal(qty_s), entry=Decimal(entry_s), leverage=lev)
+        for sym, qty_s, entry_s, lev in rows or ()
+    }
+
+
 def lock_and_read_order_context(
     session: Session, sub_account_id: int, request_id: str | None, clock: Clock
 ) -> tuple[LockedAccount, OrderContextRows]:
@@ -230,24 +259,8 @@ def lock_and_read_order_context(
             warning=row[11], restricted=row[12], adl1=row[13], adl2=row[14], liquidation=row[15]
         ),
     )
-    open_orders_: list[OpenOrder] = []
-    for sym, side, qty_s, filled_s, price_s, lev, ro in row[18] or ():
-        qty, filled = Decimal(qty_s), Decimal(filled_s)
-        if qty > filled:
-            open_orders_.append(
-                OpenOrder(
-                    symbol=sym,
-                    side=Side(side),
-                    qty=qty - filled,
-                    price=_dec(price_s),
-                    leverage=lev,
-                    reduce_only=ro,
-                )
-            )
-    positions = {
-        sym: RiskPosition(symbol=sym, qty=Decimal(qty_s), entry=Decimal(entry_s), leverage=lev)
-        for sym, qty_s, entry_s, lev in row[19] or ()
-    }
+    open_orders_ = open_orders_from_json(row[18])
+    positions = positions_from_json(row[19])
     return account, OrderContextRows(
         rules=rules,
         recent=int(row[16]),

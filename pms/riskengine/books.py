@@ -3,23 +3,18 @@ open orders, rules, status and tier. Kept in memory by the monitor, reloaded on 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import any_, or_, select
+from sqlalchemy import Connection, or_, select
 from sqlalchemy.orm import Session
 
-from pms.db.models import Order, Position, RiskRules, SubAccount
-from pms.db.params import bigint_array
+from pms.db import prepared
+from pms.db.models import Order, Position, SubAccount
 from pms.domain.enums import AccountStatus, LiquidationMode, Tier
-from pms.execution.context import (
-    OPEN_STATUSES,
-    open_orders_of,
-    open_positions_of,
-    thresholds_of,
-)
+from pms.execution.context import OPEN_STATUSES, open_orders_from_json, positions_from_json
 from pms.risk.snapshot import OpenOrder, RiskPosition
 from pms.risk.tiers import TierThresholds
 
@@ -60,49 +55,63 @@ def active_account_ids(session: Session) -> list[int]:
     return list(session.execute(query.order_by(SubAccount.id)).scalars())
 
 
-_CHUNK = 1000  # ids per round of queries
-# Columns, not entities, run through Core: a reload runs after every booking, and the ORM's
-# per-row and per-statement work was most of its cost. The ids go as one array parameter.
-_ACCOUNTS_WITH_RULES = (
-    select(
-        SubAccount.id,
-        SubAccount.wallet_balance,
-        SubAccount.status,
-        SubAccount.tier,
-        RiskRules.liquidation_mode,
-        RiskRules.warning_ratio,
-        RiskRules.restricted_ratio,
-        RiskRules.adl1_ratio,
-        RiskRules.adl2_ratio,
-        RiskRules.liquidation_ratio,
-    )
-    .join(RiskRules, RiskRules.sub_account_id == SubAccount.id)
-    .where(SubAccount.id == any_(bigint_array("ids")), ~SubAccount.is_house)
+_CHUNK = 1000  # ids per statement
+# Everything a book holds, for many sub-accounts, in one statement: one snapshot (positions
+# and orders read at the same moment as the wallet) and one round trip. A reload runs after
+# every booking. Numbers travel as text inside the JSON arrays so they come back exact; the
+# working orders' filter is the partial index's own predicate (ix_orders_open), so the
+# prepared statement's generic plan still uses it.
+_OPEN = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
+_BOOKS = prepared.register(
+    "pms_risk_books",
+    f"""
+SELECT s.id, s.wallet_balance, s.status, s.tier, r.liquidation_mode, r.warning_ratio,
+  r.restricted_ratio, r.adl1_ratio, r.adl2_ratio, r.liquidation_ratio,
+  (SELECT json_agg(json_build_array(symbol, qty::text, entry_price::text, leverage) ORDER BY id)
+    FROM positions WHERE sub_account_id = s.id AND closed_at IS NULL) AS positions,
+  (SELECT json_agg(json_build_array(symbol, side, qty::text, filled_qty::text, price::text,
+      leverage, reduce_only) ORDER BY id)
+    FROM orders WHERE sub_account_id = s.id AND status IN ({_OPEN})) AS open_orders
+FROM sub_accounts s JOIN risk_rules r ON r.sub_account_id = s.id
+WHERE s.id = ANY(%(ids)s) AND NOT s.is_house
+""",  # noqa: S608 (the statuses are the enum's own values, no input)
+    {"ids": "bigint[]"},
 )
 
 
 def load_books(session: Session, ids: Iterable[int]) -> dict[int, AccountBook]:
-    """The books of these sub-accounts (the house and unknown ids are left out), three
-    queries per :data:`_CHUNK` ids whatever their number: accounts with rules, open
-    positions, open orders."""
+    """The books of these sub-accounts (the house and unknown ids are left out), read in the
+    session's transaction: one statement per :data:`_CHUNK` ids."""
+    return _books(ids, lambda chunk: _BOOKS.execute(session.connection(), {"ids": chunk}).all())
+
+
+def load_books_now(connection: Connection, ids: Iterable[int]) -> dict[int, AccountBook]:
+    """:func:`load_books` on a connection outside any transaction: one round trip per
+    :data:`_CHUNK` ids, no ``BEGIN`` or ``COMMIT`` (the risk monitor's reloads)."""
+    return _books(ids, lambda chunk: _BOOKS.rows_outside_transaction(connection, {"ids": chunk}))
+
+
+def _books(
+    ids: Iterable[int], rows_of: Callable[[list[int]], Sequence[Sequence[Any]]]
+) -> dict[int, AccountBook]:
     wanted = sorted(set(ids))
     books: dict[int, AccountBook] = {}
     for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start : start + _CHUNK]
-        for row in session.connection().execute(_ACCOUNTS_WITH_RULES, {"ids": chunk}):
-            books[row.id] = AccountBook(
-                sub_account_id=row.id,
-                wallet=row.wallet_balance,
-                status=AccountStatus(row.status),
-                tier=Tier(row.tier),
-                mode=LiquidationMode(row.liquidation_mode),
-                thresholds=thresholds_of(row),
+        for row in rows_of(wanted[start : start + _CHUNK]):
+            books[row[0]] = AccountBook(
+                sub_account_id=row[0],
+                wallet=row[1],
+                status=AccountStatus(row[2]),
+                tier=Tier(row[3]),
+                mode=LiquidationMode(row[4]),
+                thresholds=TierThresholds(
+                    warning=row[5],
+                    restricted=row[6],
+                    adl1=row[7],
+                    adl2=row[8],
+                    liquidation=row[9],
+                ),
+                positions=positions_from_json(row[10]),
+                orders=open_orders_from_json(row[11]),
             )
-        found = [i for i in chunk if i in books]
-        if not found:
-            continue
-        for sub_account_id, positions in open_positions_of(session, found).items():
-            books[sub_account_id].positions = positions
-        for sub_account_id, orders in open_orders_of(session, found).items():
-            books[sub_account_id].orders = orders
     return books

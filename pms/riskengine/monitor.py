@@ -35,7 +35,7 @@ from pms.messaging.events import EventPublisher, EventType
 from pms.risk.margin import RATIO_BEYOND_LIQUIDATION
 from pms.risk.snapshot import RiskSnapshot
 from pms.risk.tiers import classify_tier
-from pms.riskengine.books import AccountBook, active_account_ids, load_books
+from pms.riskengine.books import AccountBook, active_account_ids, load_books, load_books_now
 from pms.riskengine.document import RATIO_PLACES, DocumentPass, prepare
 
 log = structlog.get_logger(__name__)
@@ -169,8 +169,9 @@ class RiskMonitor:
     def reload(self, ids: Iterable[int]) -> None:
         """Re-read these accounts (after a fill, a deposit, an order) and re-evaluate them."""
         wanted = set(ids)
-        with unit_of_work(self._sessions) as s:
-            loaded = load_books(s, wanted)
+        engine = self._sessions.kw["bind"]
+        with engine.connect() as connection:  # one statement, no transaction around it
+            loaded = load_books_now(connection, wanted)
         fresh = {i: loaded.get(i) for i in wanted}
         with self._lock:
             for sub_account_id, book in fresh.items():
