@@ -56,6 +56,7 @@ from pms.risk.snapshot import RiskSnapshot, compute_snapshot
 from pms.risk.tiers import classify_tier
 from pms.riskengine.books import AccountBook, load_book
 from pms.riskengine.executor import Outcome, place_plan
+from pms.riskengine.reduce_only import cancel_uncovered, has_uncovered
 
 log = structlog.get_logger(__name__)
 LOCK_CLASS = 742  # advisory-lock namespace for risk enforcement
@@ -185,6 +186,14 @@ class RiskEnforcer:
         if "restrict" in actions and status != AccountStatus.LIQUIDATING.value:
             # (A liquidation cancels every working order itself.)
             actions.append(f"cancelled {self._cancel_risk_increasing(sub_account_id)}")
+        if status != AccountStatus.LIQUIDATING.value and has_uncovered(book):
+            try:
+                trimmed = cancel_uncovered(self.app, sub_account_id)
+            except PmsError as exc:  # the monitor asks again while the book shows them
+                log.warning("reduce-only orders not all cancelled", error=exc.to_error())
+                actions.append("reduce-only cancel unfinished")
+            else:
+                actions.append(f"cancelled {len(trimmed)} reduce-only")
         if "margin_call" in actions:
             self.app.notifier.event(
                 EventType.MARGIN_CALL, sub_account_id, self._risk_view(snap, tier, reason)

@@ -37,6 +37,7 @@ from pms.risk.snapshot import RiskSnapshot
 from pms.risk.tiers import classify_tier
 from pms.riskengine.books import AccountBook, active_account_ids, load_books, load_books_now
 from pms.riskengine.document import RATIO_PLACES, DocumentPass, prepare
+from pms.riskengine.reduce_only import has_uncovered
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +148,7 @@ class RiskMonitor:
         self._seen: dict[int, _Seen] = {}
         self._key_frames: dict[int, str] = {}  # sub-account id -> its key as a RESP bulk string
         self._unpriced: set[int] = set()  # accounts skipped for a missing mark (logged once)
+        self._trims: dict[int, int] = {}  # sub-account -> when (ms) its trim was last asked
 
     # -- books ------------------------------------------------------------------------------
 
@@ -186,6 +188,30 @@ class RiskMonitor:
             present = [i for i in wanted if i in self.books]
         if present:
             self._evaluate(present)
+        self._ask_trims(wanted)
+
+    def _ask_trims(self, ids: Iterable[int]) -> None:
+        """Ask enforcement to cancel the reduce-only orders a smaller position no longer
+        covers (:mod:`pms.riskengine.reduce_only`): when a book shows some, and again at most
+        every :data:`REENFORCE_MS` while it still does (``revisit``), so a cancel that failed
+        is retried and one that is still on its way is not asked twice at once."""
+        now = self._clock.ms()
+        asks = []
+        with self._lock:
+            for sub_account_id in ids:
+                book = self.books.get(sub_account_id)
+                if book is None or not has_uncovered(book):
+                    self._trims.pop(sub_account_id, None)
+                    continue
+                last = self._trims.get(sub_account_id)
+                if last is None or now - last >= REENFORCE_MS:
+                    self._trims[sub_account_id] = now
+                    asks.append(sub_account_id)
+        for sub_account_id in asks:
+            log.info(
+                "reduce-only orders exceed the position: enforcing", subAccountId=sub_account_id
+            )
+            self._enqueue(sub_account_id, "reduce-only orders exceed the position")
 
     def _index(self, book: AccountBook) -> None:
         prepare(book)  # its document's fixed parts, now rather than on the next mark tick
@@ -328,11 +354,15 @@ class RiskMonitor:
 
     def revisit(self) -> int:
         """Re-evaluate accounts in an ADL or liquidation tier even if no mark moved: their
-        enforcement is asked for again (at most once a second) until they are out of it."""
+        enforcement is asked for again (at most once a second) until they are out of it. The
+        same for books still showing uncovered reduce-only orders."""
         with self._lock:
             ids = [
                 i for i, seen in self._seen.items() if seen.tier in _REENFORCED and i in self.books
             ]
+            trims = list(self._trims)
+        if trims:
+            self._ask_trims(trims)
         return self._evaluate(ids) if ids else 0
 
     # -- change feed ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from pms.app import App, build_app
+from pms.clock import Clock
 from pms.commands import schemas as cmd
 from pms.config import Settings
 from pms.db import migrate
@@ -62,7 +63,7 @@ class Harness:
     """Drives one sub-account through prices: sets the simulator's mark, runs the risk pass,
     and runs enforcement in-process when the monitor asks for it."""
 
-    def __init__(self, app: App, sim: SimServer) -> None:
+    def __init__(self, app: App, sim: SimServer, monitor_clock: Clock | None = None) -> None:
         self.app = app
         self.sim = sim
         self.enforcer = RiskEnforcer(app)
@@ -72,7 +73,7 @@ class Harness:
             app.sessions,
             app.instruments.all,
             app.events,
-            app.clock,
+            monitor_clock or app.clock,
             self._enforce,
             prefix=app.settings.redis_prefix,
         )
