@@ -149,14 +149,29 @@ class RiskMonitor:
         self._key_frames: dict[int, str] = {}  # sub-account id -> its key as a RESP bulk string
         self._unpriced: set[int] = set()  # accounts skipped for a missing mark (logged once)
         self._trims: dict[int, int] = {}  # sub-account -> when (ms) its trim was last asked
+        # Which read each book came from (see load_all and reload): the
+        # last ticket drawn, the last full read's, and each account's later reload's.
+        self._ticket = 0
+        self._full_at = 0
+        self._read_at: dict[int, int] = {}
 
     # -- books ------------------------------------------------------------------------------
 
     def load_all(self) -> int:
+        """Re-read every active account. A book some reload read after this read began is
+        kept: the newest read wins, whichever thread installs last (this runs on the pass
+        thread and on the change thread's (re)subscription, reloads on the change thread)."""
+        ticket = self._take_ticket()
         with unit_of_work(self._sessions) as s:
             books = load_books(s, active_account_ids(s))
-        self.install(books.values())
-        return len(books)
+        with self._lock:
+            newer = {i for i, t in self._read_at.items() if t > ticket}
+            merged = {i: b for i, b in books.items() if i not in newer}
+            merged.update({i: self.books[i] for i in newer if i in self.books})
+            self._full_at = ticket
+            self._read_at = {i: t for i, t in self._read_at.items() if t > ticket}
+            self.install(merged.values())
+        return len(merged)
 
     def install(self, books: Iterable[AccountBook]) -> None:
         """Replace every book (start-up, or a benchmark's synthetic accounts)."""
@@ -168,15 +183,28 @@ class RiskMonitor:
                 self._seen.setdefault(book.sub_account_id, _Seen(book.tier, Decimal(0)))
             self._seed_marks(self.by_symbol.keys())
 
+    def _take_ticket(self) -> int:
+        """A number for a read about to begin: a later read has a larger one."""
+        with self._lock:
+            self._ticket += 1
+            return self._ticket
+
     def reload(self, ids: Iterable[int]) -> None:
-        """Re-read these accounts (after a fill, a deposit, an order) and re-evaluate them."""
+        """Re-read these accounts (after a fill, a deposit, an order) and re-evaluate them.
+        An account whose book came from a read that began after this one keeps it."""
         wanted = set(ids)
+        ticket = self._take_ticket()
         engine = self._sessions.kw["bind"]
         with engine.connect() as connection:  # one statement, no transaction around it
             loaded = load_books_now(connection, wanted)
-        fresh = {i: loaded.get(i) for i in wanted}
         with self._lock:
+            fresh = {
+                i: loaded.get(i)
+                for i in wanted
+                if max(self._read_at.get(i, 0), self._full_at) < ticket
+            }
             for sub_account_id, book in fresh.items():
+                self._read_at[sub_account_id] = ticket
                 self._unindex(sub_account_id)
                 if book is None or not book.symbols:
                     self.books.pop(sub_account_id, None)
