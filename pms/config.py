@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     exchange_timeout_ms: int = Field(default=5000, ge=100, le=60_000)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8888, ge=1, le=65535)
+    # ``pms worker``: Dramatiq's Prometheus middleware serves the fleet's counters (messages,
+    # errors, dead letters, durations and in-progress per actor, plus the workers' own
+    # prometheus_client metrics) at ``http://{host}:{port}/``; port 0 turns it off.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9191, ge=0, le=65535)
     log_level: str = "INFO"
     log_json: bool = True
     # Control API (``pms api``): when set, every route but /health wants

@@ -101,6 +101,9 @@ def settings(database_url: str, redis_prefix: str) -> Settings:
         "PMS_REDIS_PREFIX": redis_prefix,
         "PMS_DRAMATIQ_NAMESPACE": f"dramatiq-{RUN_ID}",
         "PMS_LOG_JSON": "true",
+        # Worker fleets started by tests serve no metrics (one port for every fleet of the
+        # run); tests/ops/test_worker_metrics.py turns them on with a port of its own.
+        "PMS_WORKER_METRICS_PORT": "0",
     }
     os.environ.update(env)
     built = load_settings()

@@ -7,6 +7,8 @@ processes of a namespace declare the same queues here, which the crash-redeliver
 
 from __future__ import annotations
 
+import os
+
 import dramatiq
 
 from pms.clock import SystemClock
@@ -31,6 +33,12 @@ clock = SystemClock()
 _client = make_client(settings.redis_url)
 results = ResultStore(_client, prefix=settings.redis_prefix)
 broker.add_middleware(AnswerUnknownActors(results))
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and settings.worker_metrics_port:
+    # Set up by ``pms worker`` (pms.cli.worker.metrics_environment); imported only then:
+    # the module reads its address and directory from the environment at import.
+    from dramatiq.middleware.prometheus import Prometheus
+
+    broker.add_middleware(Prometheus())
 events = EventPublisher(_client, clock, prefix=settings.redis_prefix)
 
 __all__ = ["QUEUES", "broker", "clock", "events", "results", "settings"]

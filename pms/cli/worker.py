@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from pms.config import Settings, load_settings
 from pms.messaging.wire import QUEUES
 
 DEFAULT_PROCESSES = 2
@@ -86,6 +91,40 @@ def run(args: argparse.Namespace) -> int:
     if args.processes < 1 or args.threads < 1:
         print("error: --processes and --threads must be ≥ 1")
         return 2
+    settings = load_settings()
     parsed = cli.make_argument_parser().parse_args(dramatiq_argv(args))  # type: ignore[no-untyped-call]
-    code: int = cli.main(parsed)  # type: ignore[no-untyped-call]
+    with metrics_environment(settings):
+        code: int = cli.main(parsed)  # type: ignore[no-untyped-call]
     return code
+
+
+@contextmanager
+def metrics_environment(settings: Settings) -> Iterator[str | None]:
+    """Set up the fleet's metrics for Dramatiq's Prometheus middleware (added by
+    ``workers.broker`` when ``PROMETHEUS_MULTIPROC_DIR`` is set): a directory of this run's
+    own, where every worker process writes its samples (prometheus_client's multiprocess
+    mode) and the exposition process (a Dramatiq fork) reads them all, and the address that
+    process listens on. Set before the worker processes start, so they inherit it (a metric
+    created at import, before the middleware's boot, is in multiprocess mode too); the
+    directory goes when the fleet stops. Yields the directory (None when the port is 0)."""
+    if not settings.worker_metrics_port:
+        yield None
+        return
+    directory = tempfile.mkdtemp(prefix="pms-worker-metrics-")
+    values = {
+        "PROMETHEUS_MULTIPROC_DIR": directory,
+        "dramatiq_prom_db": directory,
+        "dramatiq_prom_host": settings.worker_metrics_host,
+        "dramatiq_prom_port": str(settings.worker_metrics_port),
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield directory
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(directory, ignore_errors=True)

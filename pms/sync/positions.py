@@ -3,7 +3,9 @@ equal the master account's position on the exchange, apart from fills in flight.
 
 A difference is first given a chance to explain itself (an order-sync for that symbol books
 fills that were in flight); what remains raises ``position_drift`` with its size and the
-likely cause, and sets the ``pms_position_drift`` gauge.
+likely cause. (The ``pms_position_drift`` gauge is the API's: ``/metrics`` computes it when
+scraped, pms.api.metrics; a gauge set here, in a worker, kept the last value of a symbol
+that had since gone flat.)
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from prometheus_client import Gauge
 from sqlalchemy import func, select
 
 from pms.app import App
@@ -25,11 +26,6 @@ from pms.messaging.events import EventType
 from pms.sync.orders import sync_orders
 
 log = structlog.get_logger(__name__)
-
-DRIFT = Gauge(
-    "pms_position_drift", "exchange position minus the sum of our books, per symbol", ["symbol"]
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Drift:
@@ -71,7 +67,6 @@ def _diffs(app: App) -> dict[str, tuple[Decimal, Decimal]]:
     out = {}
     for symbol in sorted(set(ours) | set(theirs)):
         a, b = theirs.get(symbol, ZERO), ours.get(symbol, ZERO)
-        DRIFT.labels(symbol=symbol).set(float(a - b))  # float-ok: a metric, not money
         if a != b:
             out[symbol] = (a, b)
     return out
