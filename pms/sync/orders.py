@@ -18,11 +18,13 @@ from pms.app import App
 from pms.db.models import Order
 from pms.db.session import unit_of_work
 from pms.domain.enums import OrderStatus
+from pms.domain.numbers import to_wire
 from pms.errors import PmsError
 from pms.execution.booking import book_fill
 from pms.execution.orders import CLIENT_ID_PREFIX, PENDING_GRACE
 
 log = structlog.get_logger(__name__)
+_EXCHANGE_CLOSED = {"FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"}
 
 
 @dataclass
@@ -31,6 +33,10 @@ class OrderSyncReport:
     fills_booked: int = 0
     closed: list[int] = field(default_factory=list)
     unknown_on_exchange: list[str] = field(default_factory=list)
+    # Orders the exchange reports closed with more filled than we could book: the trades
+    # are not (or no longer) in the exchange's trade history. Left open (margin held, each
+    # run tries again) for an operator: docs/operations.md, *Inspecting stuck jobs*.
+    unbooked: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -39,6 +45,7 @@ class OrderSyncReport:
             "fillsBooked": self.fills_booked,
             "closed": self.closed,
             "unknownOnExchange": self.unknown_on_exchange,
+            "unbooked": self.unbooked,
             "errors": self.errors,
         }
 
@@ -101,6 +108,23 @@ def _sync_one(
     view = app.orders.record_exchange_state(order_id, found)
     if view["status"] != before and not OrderStatus(view["status"]).is_open:
         report.closed.append(order_id)
+    elif found.status in _EXCHANGE_CLOSED and OrderStatus(view["status"]).is_open:
+        # Closed on the exchange, but the fills its executedQty implies are not all in the
+        # trade history we can read, so the order cannot be settled: never invent a fill.
+        gap = {
+            "orderId": order_id,
+            "clientOrderId": coid,
+            "symbol": symbol,
+            "exchangeStatus": found.status,
+            "exchangeFilledQty": to_wire(found.executed_qty),
+            "bookedQty": view["filledQty"],
+        }
+        report.unbooked.append(gap)
+        log.error(
+            "order closed on the exchange with fills we cannot find: left open, its margin"
+            " held, until its trades are found or an operator settles it",
+            **gap,
+        )
 
 
 def _find_unknown(app: App, report: OrderSyncReport, known: set[str], symbol: str | None) -> None:

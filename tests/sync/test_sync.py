@@ -157,3 +157,39 @@ def test_injected_drift_is_reported_with_its_size(app: App, desk: Trader, sim: S
     assert published and published[-1]["data"]["diff"] == "0.3"
     sim.admin("/sim/positions/adjust", {"symbol": "ETHUSDT", "qty": "-0.3"})
     assert sync_positions(app) == []
+
+
+def test_a_closed_order_whose_trades_cannot_be_found_is_reported_not_invented(
+    app: App, desk: Trader, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exchange says FILLED but its trade history no longer holds the order's trades (over
+    1000 of them, older than the history keeps): nothing is booked from the order's totals and
+    the order is not closed as if nothing had filled; order-sync reports it, every run."""
+    order = limit(desk, "BUY", "0.4", "2990")
+    sim.admin("/sim/price", {"symbol": "ETHUSDT", "price": "2980"})  # fills on the exchange
+    monkeypatch.setattr(app.exchange, "fetch_order_trades", lambda symbol, order_id: [])
+    try:
+        for _ in range(2):
+            report = sync_orders(app)
+            assert report.fills_booked == 0 and order["orderId"] not in report.closed
+            assert report.unbooked == [
+                {
+                    "orderId": order["orderId"],
+                    "clientOrderId": order["clientOrderId"],
+                    "symbol": ETH,
+                    "exchangeStatus": "FILLED",
+                    "exchangeFilledQty": "0.4",
+                    "bookedQty": "0",
+                }
+            ]
+        with unit_of_work(app.sessions) as s:
+            assert s.get(Order, order["orderId"]).status == "NEW"
+            assert not s.execute(select(Fill).where(Fill.order_id == order["orderId"])).first()
+
+        monkeypatch.undo()  # the trades are found again: booked, settled, no longer reported
+        report = sync_orders(app)
+        assert report.fills_booked == 1 and order["orderId"] in report.closed
+        assert report.unbooked == []
+    finally:
+        sim.admin("/sim/price", {"symbol": "ETHUSDT", "price": "3000"})
+        monkeypatch.undo()
