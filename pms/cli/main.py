@@ -19,6 +19,7 @@ from pms.errors import PmsError
 COMMAND_MODULES = (
     "pms.cli.db",
     "pms.cli.account",
+    "pms.cli.order",
     "pms.sim.cli",
     "pms.cli.worker",
     "pms.cli.streamer",

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import ccxt
+import structlog
 
 from pms.domain.enums import OrderType, Side
 from pms.domain.instrument import Instrument, LeverageBracket
@@ -29,6 +30,8 @@ from pms.exchange.model import ExchangeOrder, ExchangePosition, OrderRequest, Tr
 from pms.exchange.rest import SignedRest
 from pms.exchange.transport import IDLE_S, KeepAliveTransport
 
+log = structlog.get_logger(__name__)
+
 # After an unknown outcome, ask by clientOrderId this many times before giving up.
 RESOLVE_ATTEMPTS = 4
 RESOLVE_BACKOFF_S = 0.05
@@ -39,6 +42,9 @@ TRADE_HINTS_MAX = 10_000
 # placement response's ``updateTime`` minus this margin (a trade it misses is not lost: the
 # order stays open until the user stream or order-sync books it).
 PLACEMENT_MARGIN_MS = 100
+# ``GET /fapi/v1/userTrades``: at most 7 days between startTime and endTime, 1000 rows.
+TRADE_WINDOW_MS = 7 * 24 * 3600 * 1000
+TRADES_LIMIT = 1000
 
 
 def _d(value: Any, field: str) -> Decimal:
@@ -355,6 +361,47 @@ class BinanceExchange:
             params["startTime"] = since
         rows = self._call("order trades", "fapiPrivateGetUserTrades", params)
         return [parse_user_trade(t) for t in rows if str(t.get("orderId")) == exchange_order_id]
+
+    def fetch_order_trades_between(
+        self, symbol: str, exchange_order_id: str, start_ms: int, end_ms: int
+    ) -> list[TradeReport]:
+        """The trades of one order within ``[start_ms, end_ms]``: Binance answers at most 7
+        days per query and 1000 trades, so the span is walked in windows of at most 7 days,
+        and a window that comes back full is halved until it does not (an operator's
+        resync: pms.sync.orders.resync_order)."""
+        out: dict[str, TradeReport] = {}
+        pending = []
+        start = start_ms
+        while start <= end_ms:
+            stop = min(start + TRADE_WINDOW_MS - 1, end_ms)
+            pending.append((start, stop))
+            start = stop + 1
+        while pending:
+            start, stop = pending.pop(0)
+            params = {
+                "symbol": to_exchange_id(symbol),
+                "orderId": exchange_order_id,
+                "startTime": start,
+                "endTime": stop,
+                "limit": TRADES_LIMIT,
+            }
+            rows = self._call("order trades", "fapiPrivateGetUserTrades", params)
+            if len(rows) >= TRADES_LIMIT:
+                if stop > start:
+                    middle = (start + stop) // 2
+                    pending[:0] = [(start, middle), (middle + 1, stop)]
+                    continue
+                log.error(
+                    "1000 trades of one order in one millisecond: later ones may be missing",
+                    symbol=symbol,
+                    exchangeOrderId=exchange_order_id,
+                    at=start,
+                )
+            for row in rows:
+                if str(row.get("orderId")) == exchange_order_id:
+                    trade = parse_user_trade(row)
+                    out[trade.trade_id] = trade
+        return sorted(out.values(), key=lambda t: (t.traded_at, t.trade_id))
 
     def fetch_trades_since(self, symbol: str, since_ms: int) -> list[TradeReport]:
         params = {"symbol": to_exchange_id(symbol), "startTime": since_ms, "limit": 1000}

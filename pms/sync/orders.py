@@ -8,7 +8,7 @@ Runs periodically (scheduler) and after every user-stream reconnect (streamer).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -19,7 +19,8 @@ from pms.db.models import Order
 from pms.db.session import unit_of_work
 from pms.domain.enums import OrderStatus
 from pms.domain.numbers import to_wire
-from pms.errors import PmsError
+from pms.errors import NotFound, PmsError
+from pms.exchange.model import ExchangeOrder
 from pms.execution.booking import book_fill
 from pms.execution.orders import CLIENT_ID_PREFIX, PENDING_GRACE
 
@@ -104,7 +105,20 @@ def _sync_one(
             if booked is not None:
                 report.fills_booked += 1
                 app.notifier.booked(booked)
-    before = status
+    _settle(app, report, order_id, symbol, coid, status, found)
+
+
+def _settle(
+    app: App,
+    report: OrderSyncReport,
+    order_id: int,
+    symbol: str,
+    coid: str,
+    before: str,
+    found: ExchangeOrder,
+) -> None:
+    """Record the exchange's state of the order (closing it once every fill it implies is
+    booked) and report what changed, or what cannot be settled."""
     view = app.orders.record_exchange_state(order_id, found)
     if view["status"] != before and not OrderStatus(view["status"]).is_open:
         report.closed.append(order_id)
@@ -156,3 +170,37 @@ def _find_unknown(app: App, report: OrderSyncReport, known: set[str], symbol: st
                 clientOrderId=o.client_order_id,
                 symbol=o.symbol,
             )
+
+
+def resync_order(app: App, order_id: int, since: datetime) -> OrderSyncReport:
+    """An operator's settlement of one order order-sync reported ``unbooked``: its trades
+    read from the exchange from ``since`` to now (in the windows Binance allows), each booked
+    once through the booking path (source ``sync``), then the exchange's state recorded,
+    which closes the order once every fill it implies is booked. Whatever is still missing
+    is reported again in ``unbooked``."""
+    report = OrderSyncReport()
+    with unit_of_work(app.sessions) as s:
+        order = s.get(Order, order_id)
+        if order is None:
+            raise NotFound(f"order {order_id} not found")
+        symbol, coid, status = order.symbol, order.client_order_id, order.status
+    report.checked = 1
+    if not OrderStatus(status).is_open:
+        report.errors.append(f"order {order_id} is already {status}")
+        return report
+    found = app.exchange.fetch_order(symbol, coid)
+    if found is None:
+        report.errors.append(f"order {order_id}: the exchange does not know {coid}")
+        return report
+    start_ms = int(since.timestamp() * 1000)
+    for trade in app.exchange.fetch_order_trades_between(
+        symbol, found.exchange_order_id, start_ms, app.clock.ms()
+    ):
+        with unit_of_work(app.sessions) as s:
+            booked = book_fill(s, trade, "sync")
+        if booked is not None:
+            report.fills_booked += 1
+            app.notifier.booked(booked)
+    _settle(app, report, order_id, symbol, coid, status, found)
+    log.warning("order resynced", orderId=order_id, since=since.isoformat(), **report.as_dict())
+    return report

@@ -16,10 +16,11 @@ from pms.config import Settings
 from pms.db import migrate
 from pms.db.models import Fill, Order
 from pms.db.session import unit_of_work
+from pms.errors import NotFound
 from pms.exchange.ccxt_factory import make_binanceusdm
 from pms.messaging.events import EventType
 from pms.sim.runner import SimServer
-from pms.sync.orders import sync_orders
+from pms.sync.orders import resync_order, sync_orders
 from pms.sync.positions import sync_positions
 from tests.conftest import create_database, drop_database
 from tests.trading.conftest import ETH, Trader
@@ -193,3 +194,43 @@ def test_a_closed_order_whose_trades_cannot_be_found_is_reported_not_invented(
     finally:
         sim.admin("/sim/price", {"symbol": "ETHUSDT", "price": "3000"})
         monkeypatch.undo()
+
+
+def test_an_operator_resync_books_the_trades_and_settles_the_order(
+    app: App, desk: Trader, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pms order resync ID --since T`` (pms.sync.orders.resync_order): the trades read in
+    time windows from T, where order-sync's query no longer finds them; booked once, the
+    order closed. A second resync books nothing."""
+    since = app.clock.now() - timedelta(days=9)  # two of Binance's 7-day windows
+    order = limit(desk, "BUY", "0.3", "2990")
+    sim.admin("/sim/price", {"symbol": "ETHUSDT", "price": "2980"})
+    monkeypatch.setattr(app.exchange, "fetch_order_trades", lambda symbol, order_id: [])
+    try:
+        assert sync_orders(app).unbooked[0]["orderId"] == order["orderId"]
+
+        report = resync_order(app, order["orderId"], since)
+
+        assert report.fills_booked >= 1 and report.closed == [order["orderId"]]
+        assert report.unbooked == [] and report.errors == []
+        with unit_of_work(app.sessions) as s:
+            assert s.get(Order, order["orderId"]).status == "FILLED"
+            filled = s.execute(
+                select(func.sum(Fill.qty)).where(Fill.order_id == order["orderId"])
+            ).scalar_one()
+            assert filled == D("0.3")
+            sources = set(
+                s.execute(select(Fill.source).where(Fill.order_id == order["orderId"])).scalars()
+            )
+            assert sources == {"sync"}
+        again = resync_order(app, order["orderId"], since)
+        assert again.fills_booked == 0 and again.errors == [
+            f"order {order['orderId']} is already FILLED"
+        ]
+    finally:
+        sim.admin("/sim/price", {"symbol": "ETHUSDT", "price": "3000"})
+
+
+def test_resync_of_an_unknown_order_is_refused(app: App) -> None:
+    with pytest.raises(NotFound):
+        resync_order(app, 10**12, app.clock.now())
