@@ -48,11 +48,14 @@ def engine_specs(settings: Settings, registered: frozenset[str], opts: Options) 
                 stop_timeout_s=worker_stop,
             )
         )
-        # Liquidations never wait behind a burst of orders: pms.risk has a fleet of its own.
+        # Liquidations never wait behind a burst of orders: pms.risk has a fleet of its own,
+        # whose metrics (one exposition port per fleet) are served on the next port.
+        metrics = settings.worker_metrics_port
         specs.append(
             ChildSpec(
                 "risk-worker",
                 (*PMS, "worker", "-Q", "pms.risk", "-p", "1", "-t", str(opts.risk_threads), *flags),
+                env={"PMS_WORKER_METRICS_PORT": str(metrics + 1 if 0 < metrics < 65535 else 0)},
                 stop_timeout_s=worker_stop,
             )
         )
