@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pms.accounts.ledger import lock_account, post_entry
@@ -108,7 +108,8 @@ def deposit(
 def margin_in_use(session: Session, sub_account_id: int) -> Decimal:
     """Initial margin held by open positions (at entry) and open orders (at their price).
 
-    The withdrawal guard: money backing a position or a resting order cannot leave.
+    The withdrawal guard: money backing a position or a resting order cannot leave. A market
+    order still in flight has no price here: :func:`withdraw` refuses to guess it.
     """
     total = ZERO
     positions = session.execute(
@@ -150,6 +151,26 @@ def withdraw(
         raise AccountFrozen(
             f"sub-account {sub_account_id} is {account.status}: withdrawals are blocked"
         )
+    if marked_available is None:
+        # Without prices the margin a market order in flight will hold is unknown (the order
+        # passed its pre-trade check against this balance): wait until it is filled.
+        in_flight = session.execute(
+            select(func.count())
+            .select_from(Order)
+            .where(
+                Order.sub_account_id == sub_account_id,
+                Order.price.is_(None),
+                ~Order.reduce_only,
+                Order.status.in_([s.value for s in OrderStatus if s.is_open]),
+            )
+        ).scalar_one()
+        if in_flight:
+            raise InsufficientMargin(
+                f"cannot withdraw while {in_flight} market order(s) of sub-account"
+                f" {sub_account_id} are being placed: their margin is not known yet; try again"
+                " once they are filled",
+                {"marketOrdersInFlight": in_flight},
+            )
     available = account.wallet_balance - margin_in_use(session, sub_account_id)
     if marked_available is not None:
         available = min(available, marked_available)

@@ -1,5 +1,6 @@
 """Accounts and ledger against the real database."""
 
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pms.accounts import service
 from pms.accounts.ledger import ledger_sum, lock_account, post_entry
-from pms.db.models import LedgerEntry, SubAccount
+from pms.db.models import LedgerEntry, Order, SubAccount
 from pms.db.session import unit_of_work
 from pms.domain.enums import LedgerKind
 from pms.errors import Forbidden, InsufficientMargin, NotFound, ValidationError
@@ -168,3 +169,52 @@ def test_balance_always_equals_sum_of_entries(
         for row in rows:
             running += row.amount
             assert row.balance_after == running
+
+
+def test_the_operator_cannot_withdraw_while_a_market_order_is_being_placed(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Without prices (the operator CLI's path) the margin of a market order in flight is
+    unknown; it passed its pre-trade check against this balance. A resting limit order or a
+    reduce-only market order does not stop a withdrawal of what is free."""
+    account_id, _ = funded_account(session_factory, "1000")
+
+    def intent(price: str | None, reduce_only: bool, status: str = "PENDING_NEW") -> int:
+        with unit_of_work(session_factory) as s:
+            order = Order(
+                client_order_id=f"pms-w{uuid.uuid4().hex[:12]}",
+                sub_account_id=account_id,
+                symbol="BTC/USDT:USDT",
+                side="BUY",
+                type="LIMIT" if price else "MARKET",
+                qty=Decimal("0.01"),
+                price=Decimal(price) if price else None,
+                reduce_only=reduce_only,
+                post_only=False,
+                leverage=10,
+                status=status,
+                filled_qty=Decimal(0),
+                origin="manual",
+            )
+            s.add(order)
+            s.flush()
+            return order.id
+
+    intent("60000", reduce_only=False, status="NEW")  # holds 60 of margin
+    intent(None, reduce_only=True)  # a close in flight holds nothing
+    with unit_of_work(session_factory) as s:
+        service.withdraw(s, account_id, Decimal("900"))  # 1000 - 60 = 940 free
+
+    market = intent(None, reduce_only=False)
+    with (
+        pytest.raises(InsufficientMargin, match=r"1 market order\(s\).*being placed"),
+        unit_of_work(session_factory) as s,
+    ):
+        service.withdraw(s, account_id, Decimal("1"))
+    assert balance(session_factory, account_id) == Decimal("100")
+
+    with unit_of_work(session_factory) as s:
+        s.get(Order, market).status = "FILLED"
+        s.get(Order, market).filled_qty = Decimal("0.01")
+    with unit_of_work(session_factory) as s:
+        assert service.withdraw(s, account_id, Decimal("1")).balance_after == Decimal("99")
