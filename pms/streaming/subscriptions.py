@@ -144,7 +144,11 @@ class SubscriptionManager:
                 self._wake.clear()
         finally:
             if listener is not None:
+                # Wait for it: its pub/sub connection must be closed before the caller closes
+                # the client and the loop (left behind, it leaked an open connection there).
                 listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
 
     def poke(self) -> None:
         self._wake.set()
