@@ -20,7 +20,7 @@ from pms.db.session import unit_of_work
 from pms.domain.enums import OrderStatus
 from pms.domain.numbers import to_wire
 from pms.errors import NotFound, PmsError
-from pms.exchange.model import ExchangeOrder
+from pms.exchange.model import ExchangeOrder, TradeReport
 from pms.execution.booking import book_fill
 from pms.execution.orders import CLIENT_ID_PREFIX, PENDING_GRACE
 
@@ -99,13 +99,18 @@ def _sync_one(
         report.closed.append(order_id)
         return
     if found.executed_qty > 0:
-        for trade in app.exchange.fetch_order_trades(symbol, found.exchange_order_id):
-            with unit_of_work(app.sessions) as s:
-                booked = book_fill(s, trade, "sync")
-            if booked is not None:
-                report.fills_booked += 1
-                app.notifier.booked(booked)
+        _book(app, report, app.exchange.fetch_order_trades(symbol, found.exchange_order_id))
     _settle(app, report, order_id, symbol, coid, status, found)
+
+
+def _book(app: App, report: OrderSyncReport, trades: list[TradeReport]) -> None:
+    """Book each trade once (source ``sync``), its events published after its commit."""
+    for trade in trades:
+        with unit_of_work(app.sessions) as s:
+            booked = book_fill(s, trade, "sync")
+        if booked is not None:
+            report.fills_booked += 1
+            app.notifier.booked(booked)
 
 
 def _settle(
@@ -193,14 +198,10 @@ def resync_order(app: App, order_id: int, since: datetime) -> OrderSyncReport:
         report.errors.append(f"order {order_id}: the exchange does not know {coid}")
         return report
     start_ms = int(since.timestamp() * 1000)
-    for trade in app.exchange.fetch_order_trades_between(
+    trades = app.exchange.fetch_order_trades_between(
         symbol, found.exchange_order_id, start_ms, app.clock.ms()
-    ):
-        with unit_of_work(app.sessions) as s:
-            booked = book_fill(s, trade, "sync")
-        if booked is not None:
-            report.fills_booked += 1
-            app.notifier.booked(booked)
+    )
+    _book(app, report, trades)
     _settle(app, report, order_id, symbol, coid, status, found)
     log.warning("order resynced", orderId=order_id, since=since.isoformat(), **report.as_dict())
     return report

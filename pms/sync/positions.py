@@ -27,6 +27,7 @@ from pms.sync.orders import sync_orders
 
 log = structlog.get_logger(__name__)
 
+
 @dataclass(frozen=True, slots=True)
 class Drift:
     symbol: str

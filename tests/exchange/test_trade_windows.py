@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pms.exchange.binance import TRADE_WINDOW_MS, TRADES_LIMIT, BinanceExchange
+from pms.exchange.binance import TRADE_WINDOW_MS, BinanceExchange
 from pms.sim.runner import SimServer
 
 BTC = "BTC/USDT:USDT"
@@ -91,4 +91,3 @@ def test_an_empty_span_asks_once_per_window(
     monkeypatch.setattr(bx, "_call", venue([], calls))
     assert bx.fetch_order_trades_between(BTC, "77", T0, T0 + 15 * DAY) == []
     assert len(calls) == 3  # 7 + 7 + 1 days
-    assert TRADES_LIMIT == 1000

@@ -75,9 +75,7 @@ def test_the_fleet_serves_dramatiq_metrics_of_all_its_processes(
                 message="6 pings counted on the metrics page",
             )
             assert (
-                sample(
-                    page, "dramatiq_messages_total", actor_name="ping", queue_name="pms.trading"
-                )
+                sample(page, "dramatiq_messages_total", actor_name="ping", queue_name="pms.trading")
                 == 6
             )
             assert sample(page, "dramatiq_message_errors_total", actor_name="ping") in (None, 0.0)

@@ -117,6 +117,16 @@ class Harness:
         self.monitor.load_all()
         return t
 
+    def close_position(self, t: Trader) -> None:
+        """The trader's ``close_position`` on BTC (a reduce-only market order), booked."""
+        closed = t.send(
+            "close_position",
+            (cmd.ClosePosition, self.app.orders.close_position),
+            subAccountId=t.sub_account_id,
+            symbol=BTC,
+        )
+        assert closed["ok"], closed
+
     def state(self, sub: int) -> tuple[D, D, D]:
         """(wallet, qty, entry) from Postgres."""
         with unit_of_work(self.app.sessions) as s:

@@ -66,13 +66,7 @@ def test_a_take_profit_is_cancelled_once_its_position_is_closed(harness: Harness
     h.monitor.reload([sub])
     assert (sub, REASON) not in h.enforced  # covered: left alone
 
-    closed = t.send(
-        "close_position",
-        (cmd.ClosePosition, h.app.orders.close_position),
-        subAccountId=sub,
-        symbol=BTC,
-    )
-    assert closed["ok"], closed
+    h.close_position(t)
     h.monitor.reload([sub])  # what the change feed does after the close's booking
 
     assert (sub, REASON) in h.enforced
@@ -114,13 +108,7 @@ def test_a_cancel_that_failed_is_asked_again_a_second_later(app: App, sim: SimSe
     t = h.open_long("5000", "0.01", 10)
     sub = t.sub_account_id
     tp = take_profit(t, "0.01", "62000")
-    closed = t.send(
-        "close_position",
-        (cmd.ClosePosition, h.app.orders.close_position),
-        subAccountId=sub,
-        symbol=BTC,
-    )
-    assert closed["ok"], closed
+    h.close_position(t)
 
     sim.admin("/sim/faults", {"kind": "429", "count": 1, "path": "/fapi/v1/order"})
     h.monitor.reload([sub])

@@ -15,20 +15,9 @@ from typing import Any
 
 import pytest
 
-from pms.commands import schemas as cmd
 from pms.riskengine import monitor as monitor_module
 from tests.riskengine.conftest import Harness
-from tests.trading.conftest import BTC, Trader
-
-
-def close(h: Harness, t: Trader) -> None:
-    closed = t.send(
-        "close_position",
-        (cmd.ClosePosition, h.app.orders.close_position),
-        subAccountId=t.sub_account_id,
-        symbol=BTC,
-    )
-    assert closed["ok"], closed
+from tests.trading.conftest import BTC
 
 
 def test_a_full_read_does_not_put_back_an_older_book(
@@ -42,7 +31,7 @@ def test_a_full_read_does_not_put_back_an_older_book(
 
     def slow_full_read(session: Any, ids: Any) -> Any:
         books = read_all(session, ids)  # the long is in this read
-        close(h, t)  # meanwhile the position is closed...
+        h.close_position(t)  # meanwhile the position is closed...
         h.monitor.reload([sub])  # ...and the change thread reloads the account: flat
         return books
 
@@ -62,7 +51,7 @@ def test_a_reload_does_not_put_back_an_older_book(
 
     def slow_reload_read(connection: Any, ids: Any) -> Any:
         books = read_some(connection, ids)  # the long is in this read
-        close(h, t)
+        h.close_position(t)
         h.monitor.load_all()  # the pass thread's full read, begun and installed meanwhile
         return books
 
@@ -78,7 +67,7 @@ def test_a_reload_after_a_full_read_is_installed(harness: Harness) -> None:
     t = h.open_long("1000", "0.01", 10)
     sub = t.sub_account_id
     h.monitor.load_all()
-    close(h, t)
+    h.close_position(t)
     h.monitor.reload([sub])
     assert sub not in h.monitor.books
     again = h.open_long("1000", "0.02", 10)  # load_all inside
