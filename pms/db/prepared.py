@@ -10,6 +10,7 @@ registered here is ``PREPARE``d on every new connection of an engine made by
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,23 +45,33 @@ class PreparedStatement:
         args = ", ".join(f"%({n})s::{t}" for n, t in self.types.items())
         return f"EXECUTE {self.name} ({args})"
 
-    def execute(
-        self, connection: Connection, params: dict[str, Any], *, before: str = ""
-    ) -> CursorResult[Unpack[TupleAny]]:
-        """Run the statement; ``before`` (statements ending in ``;``, same parameters) goes
-        first in the same message, and only the statement's own rows come back."""
+    def sql_on(self, connection: Connection) -> str:
+        """What runs the statement on ``connection``: its ``EXECUTE`` where it was prepared,
+        else its SQL."""
         if self.name in connection.info.get(_INFO_KEY, ()):
-            return connection.exec_driver_sql(before + self.execute_sql, params)
-        return connection.exec_driver_sql(before + self.sql, params)
+            return self.execute_sql
+        return self.sql
+
+    def execute(
+        self,
+        connection: Connection,
+        params: dict[str, Any],
+        *,
+        before: str | Sequence[PreparedStatement] = "",
+    ) -> CursorResult[Unpack[TupleAny]]:
+        """Run the statement; ``before`` (SQL whose statements end in ``;``, or prepared
+        statements, same parameters) goes first in the same message, and only the statement's
+        own rows come back."""
+        if not isinstance(before, str):
+            before = "".join(f"{s.sql_on(connection)};" for s in before)
+        return connection.exec_driver_sql(before + self.sql_on(connection), params)
 
     def rows_outside_transaction(
         self, connection: Connection, params: dict[str, Any]
     ) -> list[tuple[Any, ...]]:
         """The statement's rows in one round trip, with no transaction around it
         (:func:`pms.db.folding.read_outside_transaction`)."""
-        prepared = self.name in connection.info.get(_INFO_KEY, ())
-        sql = self.execute_sql if prepared else self.sql
-        return folding.read_outside_transaction(connection, sql, params)
+        return folding.read_outside_transaction(connection, self.sql_on(connection), params)
 
 
 _REGISTRY: dict[str, PreparedStatement] = {}

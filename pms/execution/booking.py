@@ -10,20 +10,23 @@ zero: a loss beyond it is charged to the house account as an INSURANCE entry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import any_, bindparam, func, or_, select, tuple_
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from pms.accounts.ledger import lock_account, post_entry
 from pms.accounts.service import house_account
+from pms.db import prepared
 from pms.db.models import Order, Position, SubAccount
-from pms.db.params import bigint_array, text_array
 from pms.domain.enums import LedgerKind, OrderStatus
 from pms.domain.numbers import ZERO
 from pms.exchange.model import TradeReport
@@ -40,6 +43,7 @@ TERMINAL = {
     OrderStatus.REJECTED.value,
 }
 Event = tuple[EventType, int, dict[str, Any]]
+_Row = TypeVar("_Row", SubAccount, Order, Position)
 
 
 @dataclass(slots=True)
@@ -57,31 +61,19 @@ def book_fill(session: Session, trade: TradeReport, source: str) -> Booked | Non
 
 def book_fills(session: Session, trades: Sequence[TradeReport], source: str) -> list[Booked | None]:
     """Book each of ``trades`` once, in the given order, in the caller's transaction: what
-    :func:`book_fill` does for each, with the row locks of all of them taken up front in a
-    fixed number of statements (three for the take, then two per fill, where a fill alone
-    used to cost six). ``None`` in the answer: already booked, or not one of our orders.
+    :func:`book_fill` does for each, with the row locks of all of them taken up front: one
+    round trip for the take (its locks and the locked rows), then two statements per fill.
+    ``None`` in the answer: already booked, or not one of our orders.
 
     Locks in the path's order: the sub-accounts (by id), then the orders (by id), then the
     sub-accounts' open positions (by id); the house's only if a loss must be insured.
     """
     if not trades:
         return []
-    pairs = sorted({(t.symbol, t.exchange_order_id) for t in trades})
-    keys = {
-        "coids": sorted({t.client_order_id for t in trades if t.client_order_id}),
-        "pair_symbols": [symbol for symbol, _ in pairs],
-        "pair_ids": [order_id for _, order_id in pairs],
-    }
-    accounts = {a.id: a for a in session.execute(_LOCK_ACCOUNTS_OF_TRADES, keys).scalars()}
-    orders = list(session.execute(_LOCK_ORDERS_OF_TRADES, keys).scalars())
+    accounts, orders, positions = lock_take(session, trades)
     by_coid = {o.client_order_id: o for o in orders}
     by_pair = {(o.symbol, o.exchange_order_id): o for o in orders}
-    account_ids = sorted(accounts)
-    positions: dict[int, list[Position]] = {i: [] for i in account_ids}
-    for position in session.execute(_LOCK_POSITIONS_OF, {"ids": account_ids}).scalars():
-        positions[position.sub_account_id].append(position)
-    # Whatever the caller left pending was flushed by the first query (autoflush); from here
-    # each booking's changes go out in its one write statement.
+    # From here each booking's changes go out in its one write statement.
     out: list[Booked | None] = []
     with session.no_autoflush:
         for trade in trades:
@@ -99,6 +91,31 @@ def book_fills(session: Session, trades: Sequence[TradeReport], source: str) -> 
                 )
             )
     return out
+
+
+def lock_take(
+    session: Session, trades: Sequence[TradeReport]
+) -> tuple[dict[int, SubAccount], list[Order], dict[int, list[Position]]]:
+    """Lock and load, in one round trip, what booking ``trades`` touches: their orders (by
+    clientOrderId, or by symbol and exchange order id), those orders' sub-accounts (by id) and
+    those accounts' open positions (by account, each list by id). What the caller left pending
+    is flushed first, as an autoflush would; the rows come back as the session's copies,
+    overwritten with the rows as locked (``populate_existing``)."""
+    pairs = sorted({(t.symbol, t.exchange_order_id) for t in trades})
+    keys = {
+        "coids": sorted({t.client_order_id for t in trades if t.client_order_id}),
+        "pair_symbols": [symbol for symbol, _ in pairs],
+        "pair_ids": [order_id for _, order_id in pairs],
+    }
+    session.flush()
+    accounts_json, orders_json, positions_json = _TAKE_ROWS.execute(
+        session.connection(), keys, before=_TAKE_LOCKS
+    ).one()
+    accounts = {a.id: a for a in _install(session, SubAccount, accounts_json)}
+    positions: dict[int, list[Position]] = {i: [] for i in sorted(accounts)}
+    for position in _install(session, Position, positions_json):
+        positions[position.sub_account_id].append(position)
+    return accounts, _install(session, Order, orders_json), positions
 
 
 def book_order_fill(
@@ -127,37 +144,92 @@ _LOCK_OPEN_POSITIONS = (
     .order_by(Position.id)
     .with_for_update()
 )
-# The locks of a take, built (and rendered) once; each overwrites a copy already in the
-# session. A trade's order is found by clientOrderId or by symbol and exchange order id
-# (order-sync's trades): the pairs go as two arrays, zipped by unnest.
-_OF_TRADES = or_(
-    Order.client_order_id == any_(text_array("coids")),
-    tuple_(Order.symbol, Order.exchange_order_id).in_(
-        select(func.unnest(text_array("pair_symbols")), func.unnest(text_array("pair_ids")))
+# A take's rows: its trades' orders, found by clientOrderId or by symbol and exchange order
+# id (order-sync's trades: the pairs go as two arrays, zipped by unnest), their sub-accounts
+# and those accounts' open positions.
+_OF_TRADES = """(o.client_order_id = ANY(%(coids)s::text[])
+  OR (o.symbol, o.exchange_order_id) IN
+    (SELECT unnest(%(pair_symbols)s::text[]), unnest(%(pair_ids)s::text[])))"""
+_TAKE_TYPES = {"coids": "text[]", "pair_symbols": "text[]", "pair_ids": "text[]"}
+# The locks, one statement each, in the path's order (sub-accounts, orders, positions, each by
+# id); they travel in one message with the read that follows them.
+_TAKE_LOCKS = (
+    prepared.register(
+        "pms_take_lock_accounts",
+        f"""SELECT 1 FROM sub_accounts WHERE id IN
+  (SELECT o.sub_account_id FROM orders o WHERE {_OF_TRADES}) ORDER BY id FOR UPDATE""",  # noqa: S608
+        _TAKE_TYPES,
+    ),
+    prepared.register(
+        "pms_take_lock_orders",
+        f"SELECT 1 FROM orders o WHERE {_OF_TRADES} ORDER BY o.id FOR UPDATE",  # noqa: S608
+        _TAKE_TYPES,
+    ),
+    prepared.register(
+        "pms_take_lock_positions",
+        f"""SELECT 1 FROM positions WHERE closed_at IS NULL AND sub_account_id IN
+  (SELECT o.sub_account_id FROM orders o WHERE {_OF_TRADES}) ORDER BY id FOR UPDATE""",  # noqa: S608
+        _TAKE_TYPES,
     ),
 )
-_LOCK_ACCOUNTS_OF_TRADES = (
-    select(SubAccount)
-    .where(SubAccount.id.in_(select(Order.sub_account_id).where(_OF_TRADES)))
-    .order_by(SubAccount.id)
-    .with_for_update(of=SubAccount)
-    .execution_options(populate_existing=True)
+# Read once the locks are held (a statement of its own: it sees every row as locked), whole
+# rows as JSON text (numbers exact, see _install).
+_TAKE_ROWS = prepared.register(
+    "pms_take_rows",
+    f"""SELECT
+  (SELECT json_agg(a ORDER BY a.id)::text FROM sub_accounts a WHERE a.id IN
+    (SELECT o.sub_account_id FROM orders o WHERE {_OF_TRADES})),
+  (SELECT json_agg(o ORDER BY o.id)::text FROM orders o WHERE {_OF_TRADES}),
+  (SELECT json_agg(p ORDER BY p.id)::text FROM positions p WHERE p.closed_at IS NULL
+    AND p.sub_account_id IN (SELECT o.sub_account_id FROM orders o WHERE {_OF_TRADES}))""",  # noqa: S608
+    _TAKE_TYPES,
 )
-_LOCK_ORDERS_OF_TRADES = (
-    select(Order)
-    .where(_OF_TRADES)
-    .order_by(Order.id)
-    .with_for_update()
-    .execution_options(populate_existing=True)
-)
-_LOCK_POSITIONS_OF = (
-    select(Position)
-    .where(Position.sub_account_id == any_(bigint_array("ids")))
-    .where(Position.closed_at.is_(None))
-    .order_by(Position.id)
-    .with_for_update()
-    .execution_options(populate_existing=True)
-)
+
+
+def _converters(model: type[Any]) -> dict[str, Callable[[Any], Any]]:
+    def decimal(value: Any) -> Any:
+        return value if value is None or isinstance(value, Decimal) else Decimal(value)
+
+    def timestamp(value: Any) -> Any:
+        return None if value is None else datetime.fromisoformat(value)
+
+    out: dict[str, Callable[[Any], Any]] = {}
+    for column in model.__table__.columns:
+        python_type = column.type.python_type
+        if python_type is Decimal:
+            out[column.key] = decimal
+        elif python_type is datetime:
+            out[column.key] = timestamp
+    return out
+
+
+_CONVERT = {model: _converters(model) for model in (SubAccount, Order, Position)}
+
+
+def _install(session: Session, model: type[_Row], rows_json: str | None) -> list[_Row]:
+    """The rows of a ``json_agg`` (text) as the session's copies, as ``populate_existing``
+    loads them: a copy already in the session is overwritten with the row as locked, any
+    other becomes persistent. Numbers are parsed as Decimal (a ``numeric`` is written out in
+    full, its scale included, as psycopg2 reads it), timestamps with their offset."""
+    if rows_json is None:
+        return []
+    convert = _CONVERT[model]
+    out: list[_Row] = []
+    for values in json.loads(rows_json, parse_float=Decimal):
+        for key, to_python in convert.items():
+            values[key] = to_python(values[key])
+        existing = session.identity_map.get(identity_key(model, values["id"]))
+        if existing is None:
+            obj = model(**values)
+            make_transient_to_detached(obj)
+            session.add(obj)
+        else:
+            obj = existing
+            for key, value in values.items():
+                set_committed_value(obj, key, value)
+        out.append(obj)
+    return out
+
 
 # Once per (symbol, exchange trade id): a fill reported again conflicts and returns no row.
 _INSERT_FILL_SQL = """

@@ -74,14 +74,15 @@ def test_market_order_statement_and_exchange_call_counts(
     assert len(statements) + len(alone) <= MAX_ROUND_TRIPS_MARKET_ORDER, (statements, alone)
 
 
-# A take of the user stream's fills (pms.streaming.fills): the accounts and orders locked
-# straight from the trades, the accounts' open positions, then per fill its INSERT and the
-# one statement of its writes (docs/performance.md, Session 4).
-TAKE_STATEMENTS = 3
+# A take of the user stream's fills (pms.streaming.fills): the accounts, orders and open
+# positions locked straight from the trades and read, in one message (docs/performance.md,
+# Session 9; three statements before), then per fill its INSERT and the one statement of its
+# writes (Session 4).
+TAKE_STATEMENTS = 1
 PER_FILL_STATEMENTS = 2
 
 
-def test_a_take_of_fills_costs_three_statements_and_two_per_fill(
+def test_a_take_of_fills_costs_one_round_trip_and_two_per_fill(
     app: App, trader: Callable[..., Trader]
 ) -> None:
     from datetime import UTC, datetime
