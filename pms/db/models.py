@@ -180,7 +180,8 @@ class Order(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     client_order_id: Mapped[str] = mapped_column(String(36), unique=True)
     exchange_order_id: Mapped[str | None] = mapped_column(String(40))
-    sub_account_id: Mapped[int] = mapped_column(ForeignKey("sub_accounts.id"), index=True)
+    # Indexed with created_at (the order-rate window): ix_orders_sub_account_created.
+    sub_account_id: Mapped[int] = mapped_column(ForeignKey("sub_accounts.id"))
     symbol: Mapped[str] = mapped_column(String(40))
     side: Mapped[str] = mapped_column(String(4))
     type: Mapped[str] = mapped_column(String(16))
@@ -205,6 +206,7 @@ class Order(Base):
         CheckConstraint("qty > 0", name="qty_positive"),
         CheckConstraint("filled_qty >= 0 AND filled_qty <= qty", name="filled_within_qty"),
         UniqueConstraint("symbol", "exchange_order_id", name="uq_orders_exchange_id"),
+        Index("ix_orders_sub_account_created", "sub_account_id", "created_at"),
         Index(
             "ix_orders_open",
             "sub_account_id",

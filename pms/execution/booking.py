@@ -146,29 +146,31 @@ _LOCK_OPEN_POSITIONS = (
 )
 # A take's rows: its trades' orders, found by clientOrderId or by symbol and exchange order
 # id (order-sync's trades: the pairs go as two arrays, zipped by unnest), their sub-accounts
-# and those accounts' open positions.
-_OF_TRADES = """(o.client_order_id = ANY(%(coids)s::text[])
-  OR (o.symbol, o.exchange_order_id) IN
-    (SELECT unnest(%(pair_symbols)s::text[]), unnest(%(pair_ids)s::text[])))"""
+# and those accounts' open positions. The orders are found through their two unique indexes,
+# one arm each: an OR of the two in one WHERE cannot use them and reads the whole table.
+_TRADE_ORDERS = """(SELECT id FROM orders WHERE client_order_id = ANY(%(coids)s::text[])
+  UNION SELECT o.id FROM orders o
+    JOIN unnest(%(pair_symbols)s::text[], %(pair_ids)s::text[]) AS t(symbol, order_id)
+    ON o.symbol = t.symbol AND o.exchange_order_id = t.order_id)"""
+_TRADE_ACCOUNTS = f"(SELECT sub_account_id FROM orders WHERE id IN {_TRADE_ORDERS})"  # noqa: S608
 _TAKE_TYPES = {"coids": "text[]", "pair_symbols": "text[]", "pair_ids": "text[]"}
 # The locks, one statement each, in the path's order (sub-accounts, orders, positions, each by
 # id); they travel in one message with the read that follows them.
 _TAKE_LOCKS = (
     prepared.register(
         "pms_take_lock_accounts",
-        f"""SELECT 1 FROM sub_accounts WHERE id IN
-  (SELECT o.sub_account_id FROM orders o WHERE {_OF_TRADES}) ORDER BY id FOR UPDATE""",  # noqa: S608
+        f"SELECT 1 FROM sub_accounts WHERE id IN {_TRADE_ACCOUNTS} ORDER BY id FOR UPDATE",  # noqa: S608
         _TAKE_TYPES,
     ),
     prepared.register(
         "pms_take_lock_orders",
-        f"SELECT 1 FROM orders o WHERE {_OF_TRADES} ORDER BY o.id FOR UPDATE",  # noqa: S608
+        f"SELECT 1 FROM orders WHERE id IN {_TRADE_ORDERS} ORDER BY id FOR UPDATE",  # noqa: S608
         _TAKE_TYPES,
     ),
     prepared.register(
         "pms_take_lock_positions",
         f"""SELECT 1 FROM positions WHERE closed_at IS NULL AND sub_account_id IN
-  (SELECT o.sub_account_id FROM orders o WHERE {_OF_TRADES}) ORDER BY id FOR UPDATE""",  # noqa: S608
+  {_TRADE_ACCOUNTS} ORDER BY id FOR UPDATE""",  # noqa: S608
         _TAKE_TYPES,
     ),
 )
@@ -177,11 +179,10 @@ _TAKE_LOCKS = (
 _TAKE_ROWS = prepared.register(
     "pms_take_rows",
     f"""SELECT
-  (SELECT json_agg(a ORDER BY a.id)::text FROM sub_accounts a WHERE a.id IN
-    (SELECT o.sub_account_id FROM orders o WHERE {_OF_TRADES})),
-  (SELECT json_agg(o ORDER BY o.id)::text FROM orders o WHERE {_OF_TRADES}),
+  (SELECT json_agg(a ORDER BY a.id)::text FROM sub_accounts a WHERE a.id IN {_TRADE_ACCOUNTS}),
+  (SELECT json_agg(o ORDER BY o.id)::text FROM orders o WHERE o.id IN {_TRADE_ORDERS}),
   (SELECT json_agg(p ORDER BY p.id)::text FROM positions p WHERE p.closed_at IS NULL
-    AND p.sub_account_id IN (SELECT o.sub_account_id FROM orders o WHERE {_OF_TRADES}))""",  # noqa: S608
+    AND p.sub_account_id IN {_TRADE_ACCOUNTS})""",  # noqa: S608
     _TAKE_TYPES,
 )
 

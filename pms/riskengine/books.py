@@ -14,7 +14,12 @@ from sqlalchemy.orm import Session
 from pms.db import prepared
 from pms.db.models import Order, Position, SubAccount
 from pms.domain.enums import AccountStatus, LiquidationMode, Tier
-from pms.execution.context import OPEN_STATUSES, open_orders_from_json, positions_from_json
+from pms.execution.context import (
+    OPEN_STATUSES,
+    OPEN_STATUSES_SQL,
+    open_orders_from_json,
+    positions_from_json,
+)
 from pms.risk.snapshot import OpenOrder, RiskPosition
 from pms.risk.tiers import TierThresholds
 
@@ -59,9 +64,7 @@ _CHUNK = 1000  # ids per statement
 # Everything a book holds, for many sub-accounts, in one statement: one snapshot (positions
 # and orders read at the same moment as the wallet) and one round trip. A reload runs after
 # every booking. Numbers travel as text inside the JSON arrays so they come back exact; the
-# working orders' filter is the partial index's own predicate (ix_orders_open), so the
-# prepared statement's generic plan still uses it.
-_OPEN = ", ".join(f"'{status}'" for status in OPEN_STATUSES)
+# working orders' filter is the partial index's own predicate (OPEN_STATUSES_SQL).
 _BOOKS = prepared.register(
     "pms_risk_books",
     f"""
@@ -71,7 +74,7 @@ SELECT s.id, s.wallet_balance, s.status, s.tier, r.liquidation_mode, r.warning_r
     FROM positions WHERE sub_account_id = s.id AND closed_at IS NULL) AS positions,
   (SELECT json_agg(json_build_array(symbol, side, qty::text, filled_qty::text, price::text,
       leverage, reduce_only) ORDER BY id)
-    FROM orders WHERE sub_account_id = s.id AND status IN ({_OPEN})) AS open_orders
+    FROM orders WHERE sub_account_id = s.id AND status IN ({OPEN_STATUSES_SQL})) AS open_orders
 FROM sub_accounts s JOIN risk_rules r ON r.sub_account_id = s.id
 WHERE s.id = ANY(%(ids)s) AND NOT s.is_house
 """,  # noqa: S608 (the statuses are the enum's own values, no input)
