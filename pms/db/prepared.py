@@ -1,10 +1,18 @@
-"""Server-side prepared statements for the order path's heaviest query.
+"""Server-side prepared statements for the order path's heaviest queries.
 
 psycopg2 interpolates parameters on the client, so Postgres plans every statement again; for
 the risk-context query (five sub-selects) planning costs more than executing. A statement
 registered here is ``PREPARE``d on every new connection of an engine made by
 ``make_engine`` and run as ``EXECUTE name(...)``. A connection where the ``PREPARE`` failed
 (e.g. the schema was not migrated yet when it connected) runs the same SQL unprepared.
+
+Those connections plan prepared statements once (``plan_cache_mode = force_generic_plan``).
+Left to itself, Postgres keeps re-planning a statement whose generic plan it estimates dearer
+than the custom ones, which it did for every statement of the booking's take and the risk
+reload (an array parameter's size is unknown to a generic plan): planning cost more than
+running them. A generic plan must therefore be as good as a custom one for every statement
+registered here; ``tests/perf_guards/test_plans.py`` runs each, both ways, against an account
+with a long history. Statements that are not prepared (everything else) are not affected.
 """
 
 from __future__ import annotations
@@ -94,6 +102,7 @@ def prepare_on_connect(dbapi_connection: Any, record: Any) -> None:
     try:
         cursor = dbapi_connection.cursor()
         try:
+            cursor.execute("SET plan_cache_mode = force_generic_plan")
             for statement in _REGISTRY.values():
                 try:
                     cursor.execute(statement.prepare_sql)

@@ -63,3 +63,38 @@ def test_a_statement_whose_table_appears_later_runs_unprepared_then_prepared(
         early.dispose()
         with engine.begin() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_prepared_statements_are_planned_once_and_before_takes_statements_too(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement whose generic plan Postgres estimates dearer than its custom ones (an array
+    parameter) would be re-planned on every run; the engine's connections plan it once. A
+    prepared statement in ``before`` runs as its EXECUTE in the same message."""
+    monkeypatch.setattr(prepared, "_REGISTRY", {})
+    lock = prepared.register(
+        "pms_test_lock", "SELECT 1 FROM pg_class WHERE oid = ANY(%(ids)s)", {"ids": "oid[]"}
+    )
+    statement = prepared.register(
+        "pms_test_array",
+        "SELECT count(*) FROM pg_class WHERE oid = ANY(%(ids)s)",
+        {"ids": "oid[]"},
+    )
+    engine = make_engine(settings, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_generic_plan"
+            for _ in range(8):
+                count = statement.execute(conn, {"ids": [1259, 1247]}, before=[lock]).scalar()
+                assert count == 2
+            plans = conn.exec_driver_sql(
+                "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE name IN ('pms_test_array', 'pms_test_lock') ORDER BY name"
+            ).all()
+            assert [tuple(p) for p in plans] == [
+                ("pms_test_array", 8, 0),
+                ("pms_test_lock", 8, 0),
+            ]
+            conn.rollback()
+    finally:
+        engine.dispose()
