@@ -10,28 +10,25 @@ zero: a loss beyond it is charged to the house account as an INSURANCE entry.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
-from sqlalchemy.orm.util import identity_key
 
 from pms.accounts.ledger import lock_account, post_entry
 from pms.accounts.service import house_account
-from pms.db import prepared
 from pms.db.models import Order, Position, SubAccount
 from pms.domain.enums import LedgerKind, OrderStatus
 from pms.domain.numbers import ZERO
 from pms.exchange.model import TradeReport
 from pms.execution import views
 from pms.execution.position_math import FillEffect, apply_fill
+from pms.execution.take import lock_take
 from pms.messaging.events import EventType
 
 log = structlog.get_logger(__name__)
@@ -43,7 +40,6 @@ TERMINAL = {
     OrderStatus.REJECTED.value,
 }
 Event = tuple[EventType, int, dict[str, Any]]
-_Row = TypeVar("_Row", SubAccount, Order, Position)
 
 
 @dataclass(slots=True)
@@ -93,31 +89,6 @@ def book_fills(session: Session, trades: Sequence[TradeReport], source: str) -> 
     return out
 
 
-def lock_take(
-    session: Session, trades: Sequence[TradeReport]
-) -> tuple[dict[int, SubAccount], list[Order], dict[int, list[Position]]]:
-    """Lock and load, in one round trip, what booking ``trades`` touches: their orders (by
-    clientOrderId, or by symbol and exchange order id), those orders' sub-accounts (by id) and
-    those accounts' open positions (by account, each list by id). What the caller left pending
-    is flushed first, as an autoflush would; the rows come back as the session's copies,
-    overwritten with the rows as locked (``populate_existing``)."""
-    pairs = sorted({(t.symbol, t.exchange_order_id) for t in trades})
-    keys = {
-        "coids": sorted({t.client_order_id for t in trades if t.client_order_id}),
-        "pair_symbols": [symbol for symbol, _ in pairs],
-        "pair_ids": [order_id for _, order_id in pairs],
-    }
-    session.flush()
-    accounts_json, orders_json, positions_json = _TAKE_ROWS.execute(
-        session.connection(), keys, before=_TAKE_LOCKS
-    ).one()
-    accounts = {a.id: a for a in _install(session, SubAccount, accounts_json)}
-    positions: dict[int, list[Position]] = {i: [] for i in sorted(accounts)}
-    for position in _install(session, Position, positions_json):
-        positions[position.sub_account_id].append(position)
-    return accounts, _install(session, Order, orders_json), positions
-
-
 def book_order_fill(
     session: Session, account: SubAccount, order: Order, trade: TradeReport, source: str
 ) -> Booked | None:
@@ -144,94 +115,6 @@ _LOCK_OPEN_POSITIONS = (
     .order_by(Position.id)
     .with_for_update()
 )
-# A take's rows: its trades' orders, found by clientOrderId or by symbol and exchange order
-# id (order-sync's trades: the pairs go as two arrays, zipped by unnest), their sub-accounts
-# and those accounts' open positions. The orders are found through their two unique indexes,
-# one arm each: an OR of the two in one WHERE cannot use them and reads the whole table.
-_TRADE_ORDERS = """(SELECT id FROM orders WHERE client_order_id = ANY(%(coids)s::text[])
-  UNION SELECT o.id FROM orders o
-    JOIN unnest(%(pair_symbols)s::text[], %(pair_ids)s::text[]) AS t(symbol, order_id)
-    ON o.symbol = t.symbol AND o.exchange_order_id = t.order_id)"""
-_TRADE_ACCOUNTS = f"(SELECT sub_account_id FROM orders WHERE id IN {_TRADE_ORDERS})"  # noqa: S608
-_TAKE_TYPES = {"coids": "text[]", "pair_symbols": "text[]", "pair_ids": "text[]"}
-# The locks, one statement each, in the path's order (sub-accounts, orders, positions, each by
-# id); they travel in one message with the read that follows them.
-_TAKE_LOCKS = (
-    prepared.register(
-        "pms_take_lock_accounts",
-        f"SELECT 1 FROM sub_accounts WHERE id IN {_TRADE_ACCOUNTS} ORDER BY id FOR UPDATE",  # noqa: S608
-        _TAKE_TYPES,
-    ),
-    prepared.register(
-        "pms_take_lock_orders",
-        f"SELECT 1 FROM orders WHERE id IN {_TRADE_ORDERS} ORDER BY id FOR UPDATE",  # noqa: S608
-        _TAKE_TYPES,
-    ),
-    prepared.register(
-        "pms_take_lock_positions",
-        f"""SELECT 1 FROM positions WHERE closed_at IS NULL AND sub_account_id IN
-  {_TRADE_ACCOUNTS} ORDER BY id FOR UPDATE""",  # noqa: S608
-        _TAKE_TYPES,
-    ),
-)
-# Read once the locks are held (a statement of its own: it sees every row as locked), whole
-# rows as JSON text (numbers exact, see _install).
-_TAKE_ROWS = prepared.register(
-    "pms_take_rows",
-    f"""SELECT
-  (SELECT json_agg(a ORDER BY a.id)::text FROM sub_accounts a WHERE a.id IN {_TRADE_ACCOUNTS}),
-  (SELECT json_agg(o ORDER BY o.id)::text FROM orders o WHERE o.id IN {_TRADE_ORDERS}),
-  (SELECT json_agg(p ORDER BY p.id)::text FROM positions p WHERE p.closed_at IS NULL
-    AND p.sub_account_id IN {_TRADE_ACCOUNTS})""",  # noqa: S608
-    _TAKE_TYPES,
-)
-
-
-def _converters(model: type[Any]) -> dict[str, Callable[[Any], Any]]:
-    def decimal(value: Any) -> Any:
-        return value if value is None or isinstance(value, Decimal) else Decimal(value)
-
-    def timestamp(value: Any) -> Any:
-        return None if value is None else datetime.fromisoformat(value)
-
-    out: dict[str, Callable[[Any], Any]] = {}
-    for column in model.__table__.columns:
-        python_type = column.type.python_type
-        if python_type is Decimal:
-            out[column.key] = decimal
-        elif python_type is datetime:
-            out[column.key] = timestamp
-    return out
-
-
-_CONVERT = {model: _converters(model) for model in (SubAccount, Order, Position)}
-
-
-def _install(session: Session, model: type[_Row], rows_json: str | None) -> list[_Row]:
-    """The rows of a ``json_agg`` (text) as the session's copies, as ``populate_existing``
-    loads them: a copy already in the session is overwritten with the row as locked, any
-    other becomes persistent. Numbers are parsed as Decimal (a ``numeric`` is written out in
-    full, its scale included, as psycopg2 reads it), timestamps with their offset."""
-    if rows_json is None:
-        return []
-    convert = _CONVERT[model]
-    out: list[_Row] = []
-    for values in json.loads(rows_json, parse_float=Decimal):
-        for key, to_python in convert.items():
-            values[key] = to_python(values[key])
-        existing = session.identity_map.get(identity_key(model, values["id"]))
-        if existing is None:
-            obj = model(**values)
-            make_transient_to_detached(obj)
-            session.add(obj)
-        else:
-            obj = existing
-            for key, value in values.items():
-                set_committed_value(obj, key, value)
-        out.append(obj)
-    return out
-
-
 # Once per (symbol, exchange trade id): a fill reported again conflicts and returns no row.
 _INSERT_FILL_SQL = """
 INSERT INTO fills (sub_account_id, order_id, symbol, exchange_trade_id, side, qty, price, fee,

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pms.db.models import Order, Position, SubAccount
 from pms.db.session import unit_of_work
-from pms.execution.booking import book_fills, lock_take
+from pms.execution.booking import book_fills
+from pms.execution.take import lock_take
 from tests.booking.helpers import BTC, ETH, make_order, trade
 from tests.factories import funded_account
 

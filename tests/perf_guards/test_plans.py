@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, create_engine, text
 
-import pms.execution.booking
 import pms.execution.context
+import pms.execution.take
 import pms.riskengine.books  # noqa: F401  (each registers its prepared statements)
 from pms.config import load_settings
 from pms.db import migrate, prepared
