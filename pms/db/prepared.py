@@ -46,10 +46,14 @@ class PreparedStatement:
     def prepare_sql(self) -> str:
         order = list(self.types)
         body = _PARAM.sub(lambda m: f"${order.index(m.group(1)) + 1}", self.sql)
+        if not self.types:
+            return f"PREPARE {self.name} AS {body}"
         return f"PREPARE {self.name} ({', '.join(self.types.values())}) AS {body}"
 
     @property
     def execute_sql(self) -> str:
+        if not self.types:  # ``EXECUTE name ()`` is a syntax error
+            return f"EXECUTE {self.name}"
         args = ", ".join(f"%({n})s::{t}" for n, t in self.types.items())
         return f"EXECUTE {self.name} ({args})"
 

@@ -59,7 +59,8 @@ def book_fills(session: Session, trades: Sequence[TradeReport], source: str) -> 
     """Book each of ``trades`` once, in the given order, in the caller's transaction: what
     :func:`book_fill` does for each, with the row locks of all of them taken up front: one
     round trip for the take (its locks and the locked rows), then two statements per fill.
-    ``None`` in the answer: already booked, or not one of our orders.
+    ``None`` in the answer: already booked, not one of our orders, or an order its account's
+    lock did not cover (:func:`pms.execution.take.lock_take`; it stays open for order-sync).
 
     Locks in the path's order: the sub-accounts (by id), then the orders (by id), then the
     sub-accounts' open positions (by id); the house's only if a loss must be insured.

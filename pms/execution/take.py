@@ -32,7 +32,9 @@ def lock_take(
 ) -> tuple[dict[int, SubAccount], list[Order], dict[int, list[Position]]]:
     """Lock and load, in one round trip, what booking ``trades`` touches: their orders (by
     clientOrderId, or by symbol and exchange order id), those orders' sub-accounts (by id) and
-    those accounts' open positions (by account, each list by id). What the caller left pending
+    those accounts' open positions (by account, each list by id). An order found only after
+    its account's lock was taken (its exchange order id committed meanwhile) is left out: its
+    account is not held. What the caller left pending
     is flushed first, as an autoflush would; the rows come back as the session's copies,
     overwritten with the rows as locked (``populate_existing``)."""
     pairs = sorted({(t.symbol, t.exchange_order_id) for t in trades})
@@ -49,7 +51,8 @@ def lock_take(
     positions: dict[int, list[Position]] = {i: [] for i in sorted(accounts)}
     for position in _install(session, Position, positions_json):
         positions[position.sub_account_id].append(position)
-    return accounts, _install(session, Order, orders_json), positions
+    orders = _install(session, Order, orders_json)
+    return accounts, orders, positions
 
 
 # A take's rows: its trades' orders, found by clientOrderId or by symbol and exchange order
@@ -60,26 +63,35 @@ _TRADE_ORDERS = """(SELECT id FROM orders WHERE client_order_id = ANY(%(coids)s:
   UNION SELECT o.id FROM orders o
     JOIN unnest(%(pair_symbols)s::text[], %(pair_ids)s::text[]) AS t(symbol, order_id)
     ON o.symbol = t.symbol AND o.exchange_order_id = t.order_id)"""
-_TRADE_ACCOUNTS = f"(SELECT sub_account_id FROM orders WHERE id IN {_TRADE_ORDERS})"  # noqa: S608
+# The accounts the first statement locked, as it left them in a setting of the transaction.
+# Each later statement has a snapshot of its own and may find more orders of the trades (an
+# exchange order id committed while the first one waited for a lock): restricted to the
+# locked accounts, what the take locks and reads is only what the accounts' locks cover.
+_HELD = "string_to_array(current_setting('pms.take_accounts', true), ',')::bigint[]"
 _TAKE_TYPES = {"coids": "text[]", "pair_symbols": "text[]", "pair_ids": "text[]"}
 # The locks, one statement each, in the path's order (sub-accounts, orders, positions, each by
 # id); they travel in one message with the read that follows them.
 _TAKE_LOCKS = (
     prepared.register(
         "pms_take_lock_accounts",
-        f"SELECT 1 FROM sub_accounts WHERE id IN {_TRADE_ACCOUNTS} ORDER BY id FOR UPDATE",  # noqa: S608
+        f"""SELECT set_config('pms.take_accounts', coalesce(
+  (SELECT string_agg(id::text, ',') FROM
+    (SELECT id FROM sub_accounts WHERE id IN
+      (SELECT sub_account_id FROM orders WHERE id IN {_TRADE_ORDERS})
+     ORDER BY id FOR UPDATE) AS locked), ''), true)""",  # noqa: S608
         _TAKE_TYPES,
     ),
     prepared.register(
         "pms_take_lock_orders",
-        f"SELECT 1 FROM orders WHERE id IN {_TRADE_ORDERS} ORDER BY id FOR UPDATE",  # noqa: S608
+        f"""SELECT 1 FROM orders WHERE id IN {_TRADE_ORDERS} AND sub_account_id = ANY({_HELD})
+  ORDER BY id FOR UPDATE""",  # noqa: S608
         _TAKE_TYPES,
     ),
     prepared.register(
         "pms_take_lock_positions",
-        f"""SELECT 1 FROM positions WHERE closed_at IS NULL AND sub_account_id IN
-  {_TRADE_ACCOUNTS} ORDER BY id FOR UPDATE""",  # noqa: S608
-        _TAKE_TYPES,
+        f"""SELECT 1 FROM positions WHERE closed_at IS NULL AND sub_account_id = ANY({_HELD})
+  ORDER BY id FOR UPDATE""",  # noqa: S608
+        {},
     ),
 )
 # Read once the locks are held (a statement of its own: it sees every row as locked), whole
@@ -87,10 +99,11 @@ _TAKE_LOCKS = (
 _TAKE_ROWS = prepared.register(
     "pms_take_rows",
     f"""SELECT
-  (SELECT json_agg(a ORDER BY a.id)::text FROM sub_accounts a WHERE a.id IN {_TRADE_ACCOUNTS}),
-  (SELECT json_agg(o ORDER BY o.id)::text FROM orders o WHERE o.id IN {_TRADE_ORDERS}),
-  (SELECT json_agg(p ORDER BY p.id)::text FROM positions p WHERE p.closed_at IS NULL
-    AND p.sub_account_id IN {_TRADE_ACCOUNTS})""",  # noqa: S608
+  (SELECT json_agg(a ORDER BY a.id)::text FROM sub_accounts a WHERE a.id = ANY({_HELD})),
+  (SELECT json_agg(o ORDER BY o.id)::text FROM orders o
+    WHERE o.id IN {_TRADE_ORDERS} AND o.sub_account_id = ANY({_HELD})),
+  (SELECT json_agg(p ORDER BY p.id)::text FROM positions p
+    WHERE p.closed_at IS NULL AND p.sub_account_id = ANY({_HELD}))""",  # noqa: S608
     _TAKE_TYPES,
 )
 

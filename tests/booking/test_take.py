@@ -128,18 +128,19 @@ def test_a_copy_already_in_the_session_is_overwritten_with_the_row_as_locked(
         stale = s.get_one(Order, placed.id)  # filled 0, in this session
         stale_account = s.get_one(SubAccount, sub)
         assert stale.filled_qty == 0
-        # Meanwhile another path books a first fill.
+        # Meanwhile another path books a first fill (and its fee).
         with unit_of_work(session_factory) as other:
-            assert book_fills(other, [trade(placed, "0.004", "100")], "stream")[0]
-        booked = book_fills(s, [trade(placed, "0.006", "100")], "stream")[0]
+            assert book_fills(other, [trade(placed, "0.004", "100", "0.1")], "stream")[0]
+        booked = book_fills(s, [trade(placed, "0.006", "100", "0.2")], "stream")[0]
         assert booked is not None
-        # The booking worked from the locked row, not from the stale copy.
+        # The booking worked from the locked rows, not from the stale copies.
         assert stale.filled_qty == D("0.010") and stale.status == "FILLED"
-        assert stale_account.wallet_balance == D("10000")
+        assert stale_account.wallet_balance == D("9999.7")
         [position] = [p for p in s.identity_map.values() if isinstance(p, Position)]
         assert position.qty == D("0.010")
     with unit_of_work(session_factory) as s:
         assert s.get_one(Order, placed.id).filled_qty == D("0.010")
+        assert s.get_one(SubAccount, sub).wallet_balance == D("9999.7")
 
 
 def test_pending_changes_of_the_caller_are_flushed_before_the_take(
@@ -207,3 +208,50 @@ def test_the_take_waits_for_each_of_its_rows(
             holder.close()
             thread.join(10)
         assert done.is_set(), table
+
+
+def test_an_order_found_after_its_accounts_lock_is_left_for_the_next_take(
+    session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    """Order-sync finds a trade's order by symbol and exchange order id. If that id commits
+    while the take's accounts' lock waits, the order's account is not held: the take leaves
+    it open (order-sync books its fills later) and books the rest of the take."""
+    sub_a, _ = funded_account(session_factory, "10000")
+    sub_b, _ = funded_account(session_factory, "10000")
+    with unit_of_work(session_factory) as s:  # A holds a position: its rows are in the read
+        opened = make_order(session_factory, sub_a, "BUY", "0.010")
+        assert book_fills(s, [trade(opened, "0.010", "100")], "stream")[0]
+    late = make_order(session_factory, sub_a, "BUY", "0.010")
+    with unit_of_work(session_factory) as s:
+        s.get_one(Order, late.id).exchange_order_id = None  # not acknowledged yet
+    other = make_order(session_factory, sub_b, "BUY", "0.010")
+    by_pair = replace(trade(late, "0.004", "100", with_coid=False), exchange_order_id="late-x")
+
+    holder = engine.connect()
+    tx = holder.begin()  # the acknowledgement of `late`, and B's lock, held until it commits
+    holder.execute(
+        text("UPDATE orders SET exchange_order_id = 'late-x' WHERE id = :id"), {"id": late.id}
+    )
+    holder.execute(text("SELECT 1 FROM sub_accounts WHERE id = :id FOR UPDATE"), {"id": sub_b})
+    done = threading.Event()
+    booked: list[Any] = []
+
+    def take() -> None:
+        with unit_of_work(session_factory) as s:
+            booked.extend(book_fills(s, [by_pair, trade(other, "0.010", "100")], "stream"))
+        done.set()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    try:  # the accounts' lock waits for B, having found no order by the pair yet
+        assert _blocked_on_a_lock(engine, done)
+    finally:
+        tx.commit()
+        holder.close()
+        thread.join(10)
+    assert done.is_set(), "the take failed"
+    assert booked[0] is None and booked[1] is not None
+    with unit_of_work(session_factory) as s:
+        left = s.get_one(Order, late.id)
+        assert left.filled_qty == 0 and left.exchange_order_id == "late-x"
+        assert s.get_one(Order, other.id).filled_qty == D("0.010")

@@ -24,6 +24,9 @@ def test_prepare_and_execute_text() -> None:
     )
     assert statement.prepare_sql == "PREPARE pms_x (int, numeric) AS SELECT $2 + $1 WHERE $1 > 0"
     assert statement.execute_sql == "EXECUTE pms_x (%(a)s::int, %(b)s::numeric)"
+    bare = prepared.PreparedStatement("pms_y", "SELECT 1", {})
+    assert bare.prepare_sql == "PREPARE pms_y AS SELECT 1"
+    assert bare.execute_sql == "EXECUTE pms_y"
 
 
 def test_a_statement_whose_table_appears_later_runs_unprepared_then_prepared(

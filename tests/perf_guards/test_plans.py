@@ -144,7 +144,10 @@ def test_a_hot_statement_reads_what_it_answers_not_the_history(
     try:
         cursor.execute(statement.prepare_sql)
         cursor.execute(f"SET plan_cache_mode = {mode}")
-        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name} ({args})")
+        # What the take's first statement leaves for the ones after it (pms.execution.take).
+        cursor.execute("SELECT set_config('pms.take_accounts', %s, true)", (str(busy),))
+        call = f"EXECUTE {name} ({args})" if args else f"EXECUTE {name}"
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {call}")
         row = cursor.fetchone()
         assert row is not None
         plan = row[0]
