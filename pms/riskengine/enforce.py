@@ -42,6 +42,7 @@ from sqlalchemy import func, select, text
 from pms.accounts.ledger import lock_account
 from pms.accounts.service import house_account
 from pms.app import App
+from pms.clock import Clock
 from pms.db.models import LiquidationEvent, Order, Position, SubAccount
 from pms.db.session import unit_of_work
 from pms.domain.enums import AccountStatus, LiquidationMode, OrderType, Side, Tier
@@ -56,6 +57,7 @@ from pms.risk.snapshot import RiskSnapshot, compute_snapshot
 from pms.risk.tiers import classify_tier
 from pms.riskengine.books import AccountBook, load_book
 from pms.riskengine.executor import Outcome, place_plan
+from pms.riskengine.pacing import hold_reason
 from pms.riskengine.reduce_only import cancel_uncovered, has_uncovered
 
 log = structlog.get_logger(__name__)
@@ -64,8 +66,9 @@ LIQUIDATIONS = ("liquidate_close", "liquidate_takeover")
 
 
 class RiskEnforcer:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, clock: Clock | None = None) -> None:
         self.app = app
+        self.clock = clock or app.clock
 
     # -- entry point ------------------------------------------------------------------------
 
@@ -143,21 +146,14 @@ class RiskEnforcer:
             ):
                 account.status = AccountStatus.ACTIVE.value
                 actions.append("restore")
-            event_id = None
+            # What the tier asks for; recorded unless held back (pms.riskengine.pacing:
+            # market orders in flight, or a run of failures), which leaves the status as it
+            # is: the monitor asks again every second, and after the booking awaited.
+            decided: tuple[str, dict[str, Any]] | None = None
             if tier is Tier.LIQUIDATION or account.status == AccountStatus.LIQUIDATING.value:
-                # A liquidation, once decided, runs to the end even if the price recovers.
-                # An admin freeze outlives it: remembered in the event, restored at the end.
-                frozen = account.status == AccountStatus.FROZEN.value or (
-                    account.status == AccountStatus.LIQUIDATING.value
-                    and self._liquidating_frozen(s, account.id)
-                )
-                account.status = AccountStatus.LIQUIDATING.value
                 takeover = book.mode is LiquidationMode.TAKEOVER
                 action = "liquidate_takeover" if takeover else "liquidate_close"
-                details: dict[str, Any] = {"reason": reason}
-                if frozen:
-                    details["frozen"] = True
-                event_id = self._record(s, account, tier, action, snap, details)
+                decided = (action, {"reason": reason})
             elif tier in (Tier.ADL1, Tier.ADL2):
                 plan = plan_adl(snap, tier, self.app.instruments.all(), book.thresholds)
                 if plan.cuts:
@@ -165,12 +161,31 @@ class RiskEnforcer:
                         {"symbol": c.symbol, "side": c.side.value, "qty": to_wire(c.qty)}
                         for c in plan.cuts
                     ]
-                    details = {
+                    details: dict[str, Any] = {
                         "cuts": cuts,
                         "projectedRatio": to_wire(plan.projected_ratio),
                         "reason": reason,
                     }
-                    event_id = self._record(s, account, tier, "adl", snap, details)
+                    decided = ("adl", details)
+            event_id = None
+            if decided is not None:
+                action, details = decided
+                kind = LIQUIDATIONS if action in LIQUIDATIONS else ("adl",)
+                hold = hold_reason(s, account.id, kind, self.clock.now())
+                if hold is not None:
+                    actions.append(hold)
+                else:
+                    if action in LIQUIDATIONS:
+                        # A liquidation, once decided, runs to the end even if the price
+                        # recovers. An admin freeze outlives it: remembered in the event,
+                        # restored at the end.
+                        if account.status == AccountStatus.FROZEN.value or (
+                            account.status == AccountStatus.LIQUIDATING.value
+                            and self._liquidating_frozen(s, account.id)
+                        ):
+                            details["frozen"] = True
+                        account.status = AccountStatus.LIQUIDATING.value
+                    event_id = self._record(s, account, tier, action, snap, details)
             status = account.status
         # The action first (a liquidation is time-critical); notifications after it, even
         # when the action must be resumed later (then enforcement reports its error last).
@@ -249,7 +264,7 @@ class RiskEnforcer:
             margin_ratio=None if not snap.margin_ratio.is_finite() else snap.margin_ratio,
             equity=snap.equity,
             details=details,
-            completed_at=self.app.clock.now() if done else None,
+            completed_at=self.clock.now() if done else None,
         )
         s.add(event)
         s.flush()
@@ -491,7 +506,7 @@ class RiskEnforcer:
                 log.error("risk action failed", failures=failures)
             event.status = status
             event.details = details
-            event.completed_at = self.app.clock.now()
+            event.completed_at = self.clock.now()
             view = {
                 "eventId": event_id,
                 "action": action,

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pms.clock import Clock
 from pms.db.session import unit_of_work
-from pms.domain.enums import Tier
+from pms.domain.enums import AccountStatus, Tier
 from pms.domain.instrument import Instrument
 from pms.marketdata.prices import price_key
 from pms.messaging import resp
@@ -105,6 +105,13 @@ def snapshot_payload(
         "positions": positions,
         "ts": ts,
     }
+
+
+def _reenforced(tier: Tier, book: AccountBook) -> bool:
+    """Enforcement is asked again every second while the account is past ADL1, or while it
+    is LIQUIDATING whatever its tier (a liquidation runs to the end: one that failed, or was
+    held back, must be taken up again even after the price recovered)."""
+    return tier in _REENFORCED or book.status is AccountStatus.LIQUIDATING
 
 
 def _moved(ratio: Decimal, before: Decimal) -> bool:
@@ -319,7 +326,7 @@ class RiskMonitor:
                 if tier is not seen.tier:
                     to_enforce.append((sub_account_id, f"tier {seen.tier.value} -> {tier.value}"))
                     seen.enforced_at = now
-                elif tier in _REENFORCED and now - seen.enforced_at >= REENFORCE_MS:
+                elif _reenforced(tier, book) and now - seen.enforced_at >= REENFORCE_MS:
                     to_enforce.append((sub_account_id, f"still {tier.value}"))
                     seen.enforced_at = now
                 if tier is not seen.tier or _moved(ratio, seen.ratio):
@@ -381,12 +388,15 @@ class RiskMonitor:
         return "".join(frames).encode()
 
     def revisit(self) -> int:
-        """Re-evaluate accounts in an ADL or liquidation tier even if no mark moved: their
-        enforcement is asked for again (at most once a second) until they are out of it. The
-        same for books still showing uncovered reduce-only orders."""
+        """Re-evaluate accounts in an ADL or liquidation tier, or LIQUIDATING, even if no mark
+        moved: their enforcement is asked for again (at most once a second) until they are out
+        of it. The same for books still showing uncovered reduce-only orders."""
         with self._lock:
+            books = self.books
             ids = [
-                i for i, seen in self._seen.items() if seen.tier in _REENFORCED and i in self.books
+                i
+                for i, seen in self._seen.items()
+                if i in books and _reenforced(seen.tier, books[i])
             ]
             trims = list(self._trims)
         if trims:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from pms.app import App, build_app
-from pms.clock import Clock
+from pms.clock import Clock, TestClock
 from pms.commands import schemas as cmd
 from pms.config import Settings
 from pms.db import migrate
@@ -66,7 +67,10 @@ class Harness:
     def __init__(self, app: App, sim: SimServer, monitor_clock: Clock | None = None) -> None:
         self.app = app
         self.sim = sim
-        self.enforcer = RiskEnforcer(app)
+        # Enforcement's own time (its events' completed_at, the backoff after failures):
+        # frozen at the start, moved by the test.
+        self.clock = TestClock(datetime.now(UTC))
+        self.enforcer = RiskEnforcer(app, clock=self.clock)
         self.enforced: list[tuple[int, str]] = []
         self.monitor = RiskMonitor(
             app.redis,

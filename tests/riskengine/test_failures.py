@@ -143,6 +143,11 @@ def test_liquidation_closes_the_other_symbols_when_the_exchange_refuses_one(
     assert list(held(h, sub)) == [BTC]
     assert h.account(sub).status == "LIQUIDATING", "a liquidation, once decided, runs to the end"
 
+    h.reenforce(sub)  # within a second of the failure: held back (pms.riskengine.pacing)
+    assert [e.status for e in h.events(sub) if e.action == "liquidate_close"] == ["FAILED"]
+    assert len(liquidation_orders(h, sub)) == 2, "nothing sent"
+
+    h.clock.advance(1)
     h.reenforce(sub)
 
     assert h.errors == []

@@ -124,6 +124,33 @@ def test_quiet_market_still_pushes_an_unfinished_liquidation(
     assert asked[-1] == (7, "still LIQUIDATION")
 
 
+def test_a_liquidating_account_back_in_a_calm_tier_is_still_pushed_every_second(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """A liquidation that failed (or was held back) leaves the account LIQUIDATING with
+    positions; if the price then recovers, no tier change comes, and the monitor used to
+    stop asking, so the liquidation was never taken up again and the trader stayed locked
+    out. It asks once a second while the book says LIQUIDATING, whatever the tier."""
+    clock = TestClock()
+    asked: list[tuple[int, str]] = []
+    m = monitor(settings, redis_client, clock, asked)
+    [book] = m.books.values()
+    book.status = AccountStatus.LIQUIDATING
+    m.install([book])
+    m.on_marks({BTC: D(60_100)})  # NORMAL: far from any tier
+    assert asked == [(7, "still NORMAL")]
+    m.revisit()
+    assert len(asked) == 1, "at most once a second"
+    clock.advance(ms=REENFORCE_MS)
+    m.revisit()  # no mark moved
+    assert asked == [(7, "still NORMAL")] * 2
+    book.status = AccountStatus.ACTIVE
+    m.install([book])
+    clock.advance(ms=REENFORCE_MS)
+    m.revisit()
+    assert len(asked) == 2, "an ACTIVE account in a calm tier is left alone"
+
+
 def test_the_change_feed_catches_up_once_subscribed(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
