@@ -26,7 +26,7 @@ requestId and continues from step 2 or 4.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -55,7 +55,7 @@ from pms.errors import (
     ValidationError,
 )
 from pms.exchange.errors import UnknownOrderState
-from pms.exchange.model import Exchange, ExchangeOrder, OrderRequest
+from pms.exchange.model import Exchange, ExchangeOrder, OrderRequest, TradeReport
 from pms.execution import views
 from pms.execution.booking import Booked, book_fill, book_order_fill
 from pms.execution.context import context_from_rows, lock_and_read_order_context
@@ -440,20 +440,27 @@ class OrderService:
         self._notify.order(view)
 
     def record_exchange_state(
-        self, order_id: int, acked: ExchangeOrder, *, sub_account_id: int | None = None
+        self,
+        order_id: int,
+        acked: ExchangeOrder,
+        *,
+        sub_account_id: int | None = None,
+        trades: Sequence[TradeReport] | None = None,
     ) -> dict[str, Any]:
         """Store the exchange's view of the order and book the fills it reports.
 
         One transaction under the sub-account's lock (then the order's, the booking path's
         order): the acknowledgement, every fill the exchange reports for the order (each
         booked once by trade id), and the terminal status once every fill it implies is
-        booked. Events are published after the commit.
+        booked. Events are published after the commit. ``trades``: the order's trades when
+        the caller has just read them (order-sync), so they are not asked for again.
         """
-        trades = (
-            self._exchange.fetch_order_trades(acked.symbol, acked.exchange_order_id)
-            if acked.executed_qty > 0
-            else []
-        )
+        if trades is None:
+            trades = (
+                self._exchange.fetch_order_trades(acked.symbol, acked.exchange_order_id)
+                if acked.executed_qty > 0
+                else []
+            )
         booked: list[Booked] = []
         with unit_of_work(self._factory) as s:
             if sub_account_id is None:

@@ -98,8 +98,12 @@ def _sync_one(
         )
         report.closed.append(order_id)
         return
-    if found.executed_qty > 0:
-        _book(app, report, app.exchange.fetch_order_trades(symbol, found.exchange_order_id))
+    trades = (
+        app.exchange.fetch_order_trades(symbol, found.exchange_order_id)
+        if found.executed_qty > 0
+        else []
+    )
+    _book(app, report, trades)
     _settle(app, report, order_id, symbol, coid, status, found)
 
 
@@ -123,8 +127,9 @@ def _settle(
     found: ExchangeOrder,
 ) -> None:
     """Record the exchange's state of the order (closing it once every fill it implies is
-    booked) and report what changed, or what cannot be settled."""
-    view = app.orders.record_exchange_state(order_id, found)
+    booked) and report what changed, or what cannot be settled. The order's trades were
+    read and booked just before (``_book``): not asked for again."""
+    view = app.orders.record_exchange_state(order_id, found, trades=())
     if view["status"] != before and not OrderStatus(view["status"]).is_open:
         report.closed.append(order_id)
     elif found.status in _EXCHANGE_CLOSED and OrderStatus(view["status"]).is_open:
