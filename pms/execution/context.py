@@ -8,7 +8,7 @@ what stops concurrent orders from many workers overspending one sub-account.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -16,7 +16,6 @@ from sqlalchemy import any_, select
 from sqlalchemy.orm import Session
 
 from pms.accounts.ledger import AccountRow, account_not_found
-from pms.clock import Clock
 from pms.db import prepared
 from pms.db.models import Order, Position, RiskRules
 from pms.db.params import any_of, bigint_array
@@ -139,7 +138,8 @@ def open_orders_of(session: Session, ids: list[int]) -> dict[int, list[OpenOrder
 # tests/trading/test_order_context.py). Numbers travel as text inside the JSON arrays so they
 # come back as exact Decimals. It also draws the id a new intent will take (an id drawn for an
 # order the checks refuse is simply never used) and the transaction's now(), the intent row's
-# created_at: the intent's INSERT then needs no RETURNING and goes out with its COMMIT.
+# created_at: the intent's INSERT then needs no RETURNING and goes out with its COMMIT. The
+# order-rate window is on the same clock as the created_at it counts: the database's.
 _LOCK_ACCOUNT_SQL = "SELECT 1 FROM sub_accounts WHERE id = %(a)s FOR UPDATE;\n"
 _ORDER_CONTEXT = prepared.register(
     "pms_order_context",
@@ -149,7 +149,7 @@ SELECT s.id, s.owner_user_id, s.is_house, s.status, s.wallet_balance, s.tier,
   r.max_orders_per_minute, r.warning_ratio, r.restricted_ratio, r.adl1_ratio, r.adl2_ratio,
   r.liquidation_ratio,
   (SELECT count(*) FROM orders
-    WHERE sub_account_id = %(a)s AND created_at >= %(since)s) AS recent,
+    WHERE sub_account_id = %(a)s AND created_at >= now() - interval '1 minute') AS recent,
   (SELECT json_agg(json_build_array(symbol, leverage)) FROM symbol_leverage
     WHERE sub_account_id = %(a)s) AS leverages,
   (SELECT json_agg(json_build_array(symbol, side, qty::text, filled_qty::text, price::text,
@@ -162,7 +162,7 @@ SELECT s.id, s.owner_user_id, s.is_house, s.status, s.wallet_balance, s.tier,
   nextval('orders_id_seq') AS next_id, now() AS tx_now
 FROM sub_accounts s JOIN risk_rules r ON r.sub_account_id = s.id WHERE s.id = %(a)s
 """,  # noqa: S608 (the statuses are the enum's own values, no input)
-    {"a": "bigint", "since": "timestamptz", "rid": "text", "rejected": "text"},
+    {"a": "bigint", "rid": "text", "rejected": "text"},
 )
 
 
@@ -226,7 +226,7 @@ def positions_from_json(rows: list[list[Any]] | None) -> dict[str, RiskPosition]
 
 
 def lock_and_read_order_context(
-    session: Session, sub_account_id: int, request_id: str | None, clock: Clock
+    session: Session, sub_account_id: int, request_id: str | None
 ) -> tuple[LockedAccount, OrderContextRows]:
     """Lock the sub-account's row (held until the transaction ends) and read its columns,
     rules, recent order count, leverages, open orders, open positions and the live intent of
@@ -236,7 +236,6 @@ def lock_and_read_order_context(
         session.connection(),
         {
             "a": sub_account_id,
-            "since": clock.now() - timedelta(minutes=1),
             "rid": request_id,
             "rejected": OrderStatus.REJECTED.value,
         },

@@ -305,7 +305,7 @@ class OrderService:
         instrument = self._instruments.get(c.symbol)
         with unit_of_work(self._factory) as s:
             # Locked, then read: sees every intent committed before the lock was granted.
-            account, rows = lock_and_read_order_context(s, c.subAccountId, c.requestId, self._clock)
+            account, rows = lock_and_read_order_context(s, c.subAccountId, c.requestId)
             # Authorized before anything of the account is answered, a resumed intent included.
             authorize(account, c.userId, c.is_admin)
             if rows.existing_order_id is not None:

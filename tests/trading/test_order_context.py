@@ -58,7 +58,7 @@ def test_the_context_sees_what_the_lock_holder_committed(
         reader_pid = reader.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
 
         def read_context() -> None:
-            read.append(lock_and_read_order_context(reader, t.sub_account_id, None, app.clock))
+            read.append(lock_and_read_order_context(reader, t.sub_account_id, None))
 
         thread = threading.Thread(target=read_context)
         thread.start()
@@ -84,7 +84,7 @@ def test_the_lock_and_the_context_are_one_statement_sent_once(
 ) -> None:
     t = trader("1000")
     with statements_on(app.db) as statements, unit_of_work(app.sessions) as s:
-        locked, rows = lock_and_read_order_context(s, t.sub_account_id, "no-such", app.clock)
+        locked, rows = lock_and_read_order_context(s, t.sub_account_id, "no-such")
     assert len(statements) == 1 and "FOR UPDATE" in statements[0], statements
     assert locked.id == t.sub_account_id and locked.owner_user_id == t.user
     assert locked.status == "ACTIVE" and locked.wallet_balance == Decimal("1000")
@@ -96,4 +96,4 @@ def test_an_unknown_sub_account_is_not_found(app: App) -> None:
         pytest.raises(NotFound, match="sub-account 999999999 does not exist"),
         unit_of_work(app.sessions) as s,
     ):
-        lock_and_read_order_context(s, 999_999_999, None, app.clock)
+        lock_and_read_order_context(s, 999_999_999, None)

@@ -6,7 +6,8 @@ tests/trading/conftest.py: BTC mark 60000; BTC brackets: < 50000 notional 125x, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -14,15 +15,18 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
-from pms.app import App
+from pms.app import App, build_app
+from pms.clock import TestClock
 from pms.commands import schemas as cmd
+from pms.config import Settings
 from pms.db.models import Order, Position, SubAccount
 from pms.db.session import unit_of_work
 from pms.domain.enums import Side
 from pms.execution.context import open_orders, open_positions
 from pms.marketdata.prices import price_key
 from pms.risk.snapshot import compute_snapshot
-from tests.trading.conftest import BTC
+from tests.factories import new_user
+from tests.trading.conftest import BTC, Trader
 
 D = Decimal
 
@@ -241,3 +245,45 @@ def test_a_cut_is_not_blocked_by_the_working_orders_a_resting_order_would_be(
     assert cut["status"] == "FILLED", cut
     with unit_of_work(app.sessions) as s:
         assert open_positions(s, sub)[BTC].qty == D("0.005")
+
+
+def test_the_order_rate_window_is_the_databases_minute_whatever_the_app_clock(
+    sim_settings: Settings, prices: Callable[..., None]
+) -> None:
+    """The window counted the orders created (the database's now()) since the worker's
+    clock minus a minute: a worker whose clock ran two minutes ahead counted none and never
+    limited (one behind would have counted three minutes). Both ends are the database's
+    now."""
+    ahead = build_app(sim_settings, clock=TestClock(datetime.now(UTC) + timedelta(minutes=2)))
+    try:
+        t = Trader(ahead, new_user())
+        t.sub_account_id = t.send(
+            "create_sub_account", (cmd.CreateSubAccount, ahead.accounts.create), name="fast"
+        )["data"]["subAccountId"]
+        sub = t.sub_account_id
+        t.send("deposit", (cmd.Deposit, ahead.accounts.deposit), subAccountId=sub, amount="5000")
+        rules = t.send(
+            "update_risk_rules",
+            (cmd.UpdateRiskRules, ahead.accounts.update_risk_rules),
+            role="admin",
+            subAccountId=sub,
+            maxOrdersPerMinute=2,
+        )
+        assert rules["ok"], rules
+        answers = [
+            t.send(
+                "place_market_order",
+                market(ahead),
+                subAccountId=sub,
+                symbol=BTC,
+                side=side,
+                qty="0.002",
+            )
+            for side in ("BUY", "SELL", "BUY")
+        ]
+        assert [a["ok"] for a in answers] == [True, True, False], answers
+        assert answers[2]["error"]["code"] == "RATE_LIMITED"
+        assert answers[2]["error"]["details"]["reasons"][0]["details"]["recent"] == 2
+        assert orders_of(ahead, sub) == 2, "the refused order wrote nothing"
+    finally:
+        ahead.close()
