@@ -111,6 +111,11 @@ class Account:
             pos.entry = ZERO
         pos.update_time = now
 
+    def apply_funding(self, fee: Decimal, now: int) -> None:
+        """A funding fee (signed, already rounded) paid into or out of the wallet."""
+        self.wallet += fee
+        self.update_time = max(self.update_time, now)
+
     # --- figures ---------------------------------------------------------------------
     def position_im(self, symbol: str) -> Decimal:
         pos = self.positions[symbol]
@@ -249,8 +254,11 @@ class Account:
             "positions": positions,
         }
 
-    def account_update(self, symbols: list[str], now: int, reason: str) -> dict[str, object]:
-        """``ACCOUNT_UPDATE`` user-data event::
+    def account_update(
+        self, symbols: list[str], now: int, reason: str, balance_change: Decimal = ZERO
+    ) -> dict[str, object]:
+        """``ACCOUNT_UPDATE`` user-data event (``bc``: the balance change other than PnL and
+        commission, e.g. a funding fee; ``P`` lists ``symbols``)::
 
         {"e":"ACCOUNT_UPDATE","E":1767225600000,"T":1767225600000,"a":{"m":"ORDER",
          "B":[{"a":"USDT","wb":"999969.70000000","cw":"999969.70000000","bc":"0"}],
@@ -274,9 +282,10 @@ class Account:
                 }
             )
         w = m8(self.wallet)
+        bc = m8(balance_change) if balance_change else "0"
         return {
             "e": "ACCOUNT_UPDATE",
             "E": now,
             "T": now,
-            "a": {"m": reason, "B": [{"a": "USDT", "wb": w, "cw": w, "bc": "0"}], "P": ps},
+            "a": {"m": reason, "B": [{"a": "USDT", "wb": w, "cw": w, "bc": bc}], "P": ps},
         }

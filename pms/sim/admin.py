@@ -6,6 +6,8 @@ Examples::
     POST /sim/price {"symbol":"BTCUSDT","jumpPct":"-5"}     (jump by a percentage)
     POST /sim/walk {"paused":true,"speed":1.0}
     POST /sim/faults {"kind":"429","count":1,"path":"/fapi/v1/order"}
+    POST /sim/funding {"symbol":"BTCUSDT","rate":"0.0001"}  (rate: string, |rate| <= 0.03)
+    POST /sim/funding/settle {}  -> {"fundingTime":...,"fees":{"BTCUSDT":"-6.00000000"}}
     GET  /sim/state -> {"orders":[...],"fills":[...],"positions":[...],"balances":{...},...}
 
 Errors answer 400 ``{"error":"..."}``.
@@ -22,8 +24,10 @@ from aiohttp import web
 
 from pms.clock import TestClock
 from pms.domain.numbers import parse_decimal
+from pms.sim.account import m8
 from pms.sim.errors import SimError
 from pms.sim.faults import Fault, FaultKind
+from pms.sim.funding import parse_rate
 from pms.sim.state import SimState
 
 AdminHandler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -71,6 +75,8 @@ class Admin:
             ("POST", "/sim/positions/adjust", self.adjust_position),
             ("POST", "/sim/firehose", self.firehose),
             ("POST", "/sim/clock", self.clock),
+            ("POST", "/sim/funding", self.funding_rate),
+            ("POST", "/sim/funding/settle", self.funding_settle),
         ]
 
     def handler(self, fn: AdminHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -203,6 +209,23 @@ class Admin:
         clock.advance(ms=_int(body, "advanceMs", 0))
         await self.on_clock()
         return {"now": clock.ms()}
+
+    async def funding_rate(self, body: dict[str, Any]) -> Any:
+        market = self.state.market(str(body.get("symbol", "")))
+        if "rate" not in body:
+            raise AdminError("missing rate")
+        try:
+            rate = parse_rate(body["rate"])
+        except ValueError as exc:
+            raise AdminError(str(exc)) from None
+        self.state.funding.set_rate(market.spec.symbol, rate)
+        self.state.feeds.mark_price(market, ("markPrice@1s", "markPrice"))
+        return {"symbol": market.spec.symbol, "rate": m8(rate)}
+
+    async def funding_settle(self, body: dict[str, Any]) -> Any:
+        now = self.state.clock.ms()
+        fees = self.state.funding.settle_now(now)
+        return {"fundingTime": now, "fees": {s: m8(fee) for s, fee in fees.items()}}
 
 
 def _json(value: Any, status: int) -> web.Response:

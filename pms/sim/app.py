@@ -1,7 +1,8 @@
 """The aiohttp application: REST routes, WebSocket endpoints, admin API, background tasks.
 
 One event loop owns all state. Background tasks: the random walk (every ``tick_ms``), the
-mark-price publisher (1 s / 3 s), listen-key housekeeping and the firehose.
+mark-price publisher (1 s / 3 s), housekeeping (funding settlements, listen-key expiry) and
+the firehose.
 """
 
 from __future__ import annotations
@@ -216,6 +217,9 @@ class SimApp:
                 self.state.feeds.mark_price(market, streams)
 
     async def housekeep(self) -> None:
+        """Settle due funding times, then expire a stale listen key (every 0.25 s and after
+        each admin clock move)."""
+        self.state.funding.catch_up(self.state.clock.ms())
         key = self.state.listen_keys.due()
         if key is not None:
             self.state.hub.expire_key(key)

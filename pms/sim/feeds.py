@@ -12,6 +12,8 @@ from decimal import Decimal
 import orjson
 
 from pms.clock import Clock
+from pms.sim.account import m8
+from pms.sim.funding import next_funding_time
 from pms.sim.market import Level, Market
 from pms.sim.orders import Trade
 from pms.sim.ws import Hub
@@ -100,8 +102,8 @@ class Feeds:
         mark = str(market.mark)
         body = orjson.dumps(
             {"e": "markPriceUpdate", "E": now, "s": market.spec.symbol, "p": mark, "ap": mark,
-             "P": str(market.index), "i": str(market.index), "r": str(market.funding_rate),
-             "T": (now // 28_800_000 + 1) * 28_800_000}
+             "P": str(market.index), "i": str(market.index), "r": m8(market.funding_rate),
+             "T": next_funding_time(now)}
         ).decode()  # fmt: skip
         for name in names:
             self.hub.publish_text(name, body)
@@ -127,7 +129,7 @@ class Feeds:
                 stream = f"{low}@markPrice@1s"
                 body = (
                     f'{{"e":"markPriceUpdate","E":{now},"s":"{m.spec.symbol}","p":"{m.mark}",'
-                    f'"i":"{m.index}","P":"{m.index}","r":"{m.funding_rate}","T":{now}}}'
+                    f'"i":"{m.index}","P":"{m.index}","r":"{m8(m.funding_rate)}","T":{now}}}'
                 )
             hub.publish_text(stream, body)
         return seq + count

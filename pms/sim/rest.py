@@ -16,6 +16,8 @@ import orjson
 
 from pms.domain.numbers import ascii_digits
 from pms.sim import errors
+from pms.sim.account import m8
+from pms.sim.funding import INCOME_TYPES, next_funding_time
 from pms.sim.orders import Order
 from pms.sim.state import SimState
 from pms.sim.validation import (
@@ -25,6 +27,7 @@ from pms.sim.validation import (
     client_id,
     decimal_param,
     int_param,
+    limit_param,
     order_request,
     require,
 )
@@ -63,6 +66,7 @@ class Rest:
             r("GET", "/fapi/v1/ticker/price", self.ticker_price, "NONE"),
             r("GET", "/fapi/v1/ticker/24hr", self.ticker_24hr, "NONE"),
             r("GET", "/fapi/v1/premiumIndex", self.premium_index, "NONE"),
+            r("GET", "/fapi/v1/fundingRate", self.funding_rate, "NONE"),
             r("POST", "/fapi/v1/listenKey", self.listen_key_new, "KEY"),
             r("PUT", "/fapi/v1/listenKey", self.listen_key_keepalive, "KEY"),
             r("DELETE", "/fapi/v1/listenKey", self.listen_key_delete, "KEY"),
@@ -86,6 +90,7 @@ class Rest:
             r("GET", "/fapi/v1/openAlgoOrders", self.empty_list, "SIGNED"),
             r("GET", "/fapi/v1/allOrders", self.all_orders, "SIGNED", 5),
             r("GET", "/fapi/v1/userTrades", self.user_trades, "SIGNED", 5),
+            r("GET", "/fapi/v1/income", self.income, "SIGNED", 30),
         ]
         for v in ("v2", "v3"):
             out += [
@@ -196,17 +201,26 @@ class Rest:
         "estimatedSettlePrice":"60000.0","lastFundingRate":"0.00010000",
         "interestRate":"0.00010000","nextFundingTime":...,"time":...}``"""
         now = self.state.clock.ms()
-        nxt = (now // 28_800_000 + 1) * 28_800_000
+        nxt = next_funding_time(now)
         out = []
         for s in self._symbols(p):
             m = self.state.markets[s]
             out.append(
                 {"symbol": s, "markPrice": str(m.mark), "indexPrice": str(m.index),
-                 "estimatedSettlePrice": str(m.index), "lastFundingRate": str(m.funding_rate),
+                 "estimatedSettlePrice": str(m.index), "lastFundingRate": m8(m.funding_rate),
                  "interestRate": "0.00010000", "nextFundingTime": nxt, "time": now,
                  "fundingIntervalHours": 8}
             )  # fmt: skip
         return self._one_or_all(p, out)
+
+    async def funding_rate(self, p: Params) -> Any:
+        """Oldest first: from ``startTime`` the first ``limit``, otherwise the last ``limit``
+        (up to ``endTime``). ``[{"symbol":"BTCUSDT","fundingRate":"0.00010000",
+        "fundingTime":1767225600000,"markPrice":"60000.00000000"}]``"""
+        symbol = self.state.market(p["symbol"]).spec.symbol if p.get("symbol") else None
+        start, end = int_param(p, "startTime"), int_param(p, "endTime")
+        rows = self.state.funding.rates(symbol, start, end, limit_param(p, 100, 1000))
+        return [r.payload() for r in rows]
 
     # --- listen keys ---------------------------------------------------------------------
     async def listen_key_new(self, p: Params) -> Any:
@@ -411,6 +425,24 @@ class Rest:
         return [t.payload() for t in rows]
 
     # --- account -------------------------------------------------------------------------
+    async def income(self, p: Params) -> Any:
+        """Oldest first within ``startTime``..``endTime`` (the last 7 days if neither is sent),
+        ``limit`` per ``page``. ``[{"symbol":"BTCUSDT","incomeType":"FUNDING_FEE",
+        "income":"-6.00000000","asset":"USDT","info":"FUNDING_FEE","time":1767225600000,
+        "tranId":1767225600000001,"tradeId":""}]``"""
+        symbol = self.state.market(p["symbol"]).spec.symbol if p.get("symbol") else None
+        kind = p.get("incomeType", "").upper() or None
+        if kind is not None and kind not in INCOME_TYPES:
+            raise errors.bad_param("incomeType")
+        start, end = int_param(p, "startTime"), int_param(p, "endTime")
+        limit = limit_param(p, 100, 1000)
+        page = int_param(p, "page", 1) or 0
+        if page < 1:
+            raise errors.bad_param("page")
+        now = self.state.clock.ms()
+        rows = self.state.funding.incomes(symbol, kind, start, end, limit, page, now)
+        return [i.payload() for i in rows]
+
     async def position_risk(self, p: Params) -> Any:
         oim = self.state.engine.open_order_im()
         acct = self.state.account

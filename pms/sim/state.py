@@ -1,8 +1,9 @@
 """All simulator state in one object, owned by the server's event loop (no locks needed).
 
 ``SimConfig`` is the frozen start-up configuration; ``SimState`` holds the markets, the
-master account, the matching engine, the WebSocket hub, listen keys, faults and knobs.
-``reset()`` rebuilds markets, account and orders from the config (connections stay open).
+master account, the matching engine, funding, the WebSocket hub, listen keys, faults and
+knobs. ``reset()`` rebuilds markets, account, orders and funding (its histories and
+schedule) from the config (connections stay open).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pms.clock import Clock
 from pms.sim.account import Account, m8
 from pms.sim.faults import FaultBook
 from pms.sim.feeds import Feeds
+from pms.sim.funding import Funding
 from pms.sim.instruments import DEFAULT_SYMBOLS, SymbolSpec, spec_for
 from pms.sim.market import Market
 from pms.sim.matching import Engine
@@ -35,10 +37,11 @@ class SimConfig:
     balance: Decimal = Decimal("1000000")
     heartbeat_s: float = 180.0
     start_prices: dict[str, Decimal] = field(default_factory=dict)
-    # Order and trade ids start here. None: derived from the clock at (re)start, so ids keep
-    # increasing across restarts and separate simulators never reuse an id, as on the real
-    # exchange (the engine books fills once per (symbol, trade id) and would otherwise drop
-    # a restarted simulator's new fills as duplicates). Set it for fully reproducible ids.
+    # Order, trade and income (tranId) ids start here. None: derived from the clock at
+    # (re)start, so ids keep increasing across restarts and separate simulators never reuse
+    # an id, as on the real exchange (the engine books fills once per (symbol, trade id) and
+    # would otherwise drop a restarted simulator's new fills as duplicates). Set it for fully
+    # reproducible ids.
     id_base: int | None = None
 
 
@@ -117,6 +120,7 @@ class SimState:
         self.markets: dict[str, Market] = {}
         self.account: Account
         self.engine: Engine
+        self.funding: Funding
         self.reset()
 
     def reset(self) -> None:
@@ -131,6 +135,7 @@ class SimState:
         self.engine.start_ids(base)
         for market in self.markets.values():
             market.trade_id = base
+        self.funding = Funding(self.markets, self.account, self.feeds, self.clock.ms(), base)
         self.faults.clear()
         self.latency_ms = 0
         self.walk_paused = self.config.paused
@@ -148,7 +153,7 @@ class SimState:
         return m
 
     def snapshot(self) -> dict[str, object]:
-        """``GET /sim/state``: orders, fills, positions, balances and armed faults."""
+        """``GET /sim/state``: orders, fills, positions, balances, armed faults, funding."""
         acct = self.engine.account
         return {
             "orders": [o.payload() for o in self.engine.orders.values()],
@@ -162,4 +167,8 @@ class SimState:
             "prices": {s: str(m.mid) for s, m in self.markets.items()},
             "listenKey": self.listen_keys.key,
             "walk": {"paused": self.walk_paused, "speed": self.walk_speed},
+            "funding": {
+                "rates": {s: m8(m.funding_rate) for s, m in self.markets.items()},
+                "nextFundingTime": self.funding.next_time,
+            },
         }

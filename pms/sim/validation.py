@@ -43,6 +43,14 @@ def int_param(params: Params, name: str, default: int | None = None) -> int | No
     return int(value)
 
 
+def limit_param(params: Params, default: int, top: int) -> int:
+    """``limit``: ``default`` when absent, else 1..``top`` (-1130 outside)."""
+    value = int_param(params, "limit", default)
+    if value is None or not 1 <= value <= top:
+        raise errors.bad_param("limit")
+    return value
+
+
 def bool_param(params: Params, name: str) -> bool:
     value = params.get(name, "false").lower()
     if value not in ("true", "false"):
