@@ -1,5 +1,6 @@
-"""``pms.sync`` actors: order-sync and position-sync, enqueued by the scheduler and by the
-streamer after a user-stream reconnect. Idempotent: running one twice is harmless."""
+"""``pms.sync`` actors: order-sync, position-sync and funding settlement, enqueued by the
+scheduler (order-sync also by the streamer after a user-stream reconnect). Idempotent: running
+one twice is harmless."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import structlog
 
+from pms.funding.settle import settle_funding as run_funding
 from pms.sync.orders import sync_orders as run_order_sync
 from pms.sync.positions import sync_positions as run_position_sync
 from workers.actors import command_actor
@@ -26,3 +28,9 @@ def sync_orders(command: dict[str, Any]) -> None:
 def sync_positions(command: dict[str, Any]) -> None:
     drifts = run_position_sync(app())
     log.info("position-sync done", reason=command.get("reason"), drifts=len(drifts))
+
+
+@SYNC
+def settle_funding(command: dict[str, Any]) -> None:
+    report = run_funding(app(), command.get("symbol"))
+    log.info("funding settlement done", reason=command.get("reason"), **report.as_dict())

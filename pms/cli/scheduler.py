@@ -17,10 +17,14 @@ from pms.scheduler.service import Job, SchedulerService
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "scheduler", help="periodic jobs (order-sync, position-sync); one leader via a Redis lock"
+        "scheduler",
+        help="periodic jobs (order-sync, position-sync, funding); one leader via a Redis lock",
     )
     parser.add_argument("--order-sync-sec", type=float, default=30.0)
     parser.add_argument("--position-sync-sec", type=float, default=60.0)
+    parser.add_argument(
+        "--funding-sec", type=float, default=60.0, help="how often funding settlement runs"
+    )
     parser.add_argument(
         "--lock-ttl-ms", type=int, default=5_000, help="a dead leader is replaced after this long"
     )
@@ -30,7 +34,11 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(settings, process="scheduler")
-    jobs = (Job("sync_orders", args.order_sync_sec), Job("sync_positions", args.position_sync_sec))
+    jobs = (
+        Job("sync_orders", args.order_sync_sec),
+        Job("sync_positions", args.position_sync_sec),
+        Job("settle_funding", args.funding_sec),
+    )
     service = SchedulerService(
         settings,
         redis.Redis.from_url(settings.redis_url),

@@ -238,6 +238,31 @@ class Fill(Base):
         UniqueConstraint("symbol", "exchange_trade_id", name="uq_fills_trade"),
         CheckConstraint("qty > 0", name="qty_positive"),
         CheckConstraint("price > 0", name="price_positive"),
+        # Holdings at a past funding time: the fills traded after it (pms.funding).
+        Index("ix_fills_symbol_traded", "symbol", "traded_at"),
+    )
+
+
+class FundingSettlement(Base):
+    """One symbol's funding at one funding time, shared out to the sub-accounts once."""
+
+    __tablename__ = "funding_settlements"
+
+    symbol: Mapped[str] = mapped_column(String(40), primary_key=True)
+    funding_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    rate: Mapped[Decimal] = mapped_column()
+    mark_price: Mapped[Decimal] = mapped_column()
+    # What the master account was paid (+) or charged (-): the exchange's income record.
+    exchange_amount: Mapped[Decimal] = mapped_column()
+    # The sum of the sub-accounts' FUNDING entries (house included, residual excluded).
+    allocated: Mapped[Decimal] = mapped_column()
+    house_residual: Mapped[Decimal] = mapped_column()
+    accounts: Mapped[int] = mapped_column(Integer)
+    settled_at: Mapped[datetime] = _created()
+
+    __table_args__ = (
+        CheckConstraint("mark_price > 0", name="mark_positive"),
+        CheckConstraint("accounts >= 0", name="accounts_counted"),
     )
 
 

@@ -26,7 +26,14 @@ from pms.domain.symbols import from_exchange_id, perpetual_of, to_exchange_id
 from pms.errors import ExchangeRejected, ExchangeUnavailable, PmsError
 from pms.exchange.ccxt_factory import make_binanceusdm
 from pms.exchange.errors import OrderUnknownToExchange, UnknownOrderState, translate
-from pms.exchange.model import ExchangeOrder, ExchangePosition, OrderRequest, TradeReport
+from pms.exchange.model import (
+    ExchangeOrder,
+    ExchangePosition,
+    FundingIncome,
+    FundingRate,
+    OrderRequest,
+    TradeReport,
+)
 from pms.exchange.rest import SignedRest
 from pms.exchange.transport import IDLE_S, KeepAliveTransport
 
@@ -45,6 +52,8 @@ PLACEMENT_MARGIN_MS = 100
 # ``GET /fapi/v1/userTrades``: at most 7 days between startTime and endTime, 1000 rows.
 TRADE_WINDOW_MS = 7 * 24 * 3600 * 1000
 TRADES_LIMIT = 1000
+# ``GET /fapi/v1/fundingRate`` and ``/fapi/v1/income``: at most 1000 rows a page.
+PAGE = 1000
 
 
 def _d(value: Any, field: str) -> Decimal:
@@ -99,6 +108,27 @@ def parse_user_trade(raw: dict[str, Any]) -> TradeReport:
         fee_asset=str(raw.get("commissionAsset", "USDT")),
         is_maker=bool(raw.get("maker", False)),
         traded_at=datetime.fromtimestamp(int(raw["time"]) / 1000, UTC),
+    )
+
+
+def parse_funding_rate(symbol: str, raw: dict[str, Any]) -> FundingRate:
+    mark = raw.get("markPrice")
+    return FundingRate(
+        symbol=symbol,
+        funding_time_ms=int(raw["fundingTime"]),
+        rate=_d(raw["fundingRate"], "fundingRate"),
+        mark_price=_d(mark, "markPrice") if mark not in (None, "") else None,
+    )
+
+
+def parse_funding_income(symbol: str, raw: dict[str, Any]) -> FundingIncome:
+    if raw.get("asset", "USDT") != "USDT":
+        raise ValueError(f"funding income in {raw.get('asset')}, not USDT: {raw}")
+    return FundingIncome(
+        symbol=symbol,
+        amount=_d(raw["income"], "income"),
+        time_ms=int(raw["time"]),
+        tran_id=str(raw["tranId"]),
     )
 
 
@@ -438,6 +468,67 @@ class BinanceExchange:
             )
             for r in rows
         ]
+
+    # -- funding --------------------------------------------------------------------------
+
+    def fetch_funding_rates(self, symbol: str, start_ms: int, end_ms: int) -> list[FundingRate]:
+        """``GET /fapi/v1/fundingRate`` from ``start_ms`` to ``end_ms`` (inclusive), oldest
+        first, in pages of 1,000.
+
+        Sample item::
+
+            {"symbol": "BTCUSDT", "fundingRate": "0.00010000", "fundingTime": 1767225600000,
+             "markPrice": "60000.00000000"}
+        """
+        out: dict[int, FundingRate] = {}
+        start = start_ms
+        while start <= end_ms:
+            params = {
+                "symbol": to_exchange_id(symbol),
+                "startTime": start,
+                "endTime": end_ms,
+                "limit": PAGE,
+            }
+            rows = self._call("funding rates", "fapiPublicGetFundingRate", params)
+            for row in rows:
+                rate = parse_funding_rate(symbol, row)
+                out[rate.funding_time_ms] = rate
+            if len(rows) < PAGE:
+                break
+            start = max(r.funding_time_ms for r in out.values()) + 1
+        return sorted(out.values(), key=lambda r: r.funding_time_ms)
+
+    def fetch_funding_income(self, symbol: str, start_ms: int, end_ms: int) -> list[FundingIncome]:
+        """``GET /fapi/v1/income`` (``incomeType=FUNDING_FEE``) from ``start_ms`` to
+        ``end_ms`` (inclusive), oldest first, in pages of 1,000; one entry per tranId.
+
+        Sample item::
+
+            {"symbol": "BTCUSDT", "incomeType": "FUNDING_FEE", "income": "-6.00000000",
+             "asset": "USDT", "info": "FUNDING_FEE", "time": 1767225600000,
+             "tranId": 9689322392, "tradeId": ""}
+        """
+        out: dict[str, FundingIncome] = {}
+        start = start_ms
+        while start <= end_ms:
+            params = {
+                "symbol": to_exchange_id(symbol),
+                "incomeType": "FUNDING_FEE",
+                "startTime": start,
+                "endTime": end_ms,
+                "limit": PAGE,
+            }
+            rows = self._call("funding income", "fapiPrivateGetIncome", params)
+            for row in rows:
+                income = parse_funding_income(symbol, row)
+                out[income.tran_id] = income
+            if len(rows) < PAGE:
+                break
+            # Entries of one millisecond may straddle the page: asked again, kept once.
+            start = max(int(row["time"]) for row in rows)
+            if start == params["startTime"]:
+                break  # a whole page within one millisecond: nothing more to ask for
+        return sorted(out.values(), key=lambda i: (i.time_ms, i.tran_id))
 
     def close(self) -> None:
         self.transport.close()

@@ -73,6 +73,28 @@ class ExchangePosition:
     mark_price: Decimal
 
 
+@dataclass(frozen=True, slots=True)
+class FundingRate:
+    """One funding of a symbol (``GET /fapi/v1/fundingRate``): the rate and the mark price it
+    was settled at (None where the exchange gives none: older records)."""
+
+    symbol: str
+    funding_time_ms: int
+    rate: Decimal
+    mark_price: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class FundingIncome:
+    """What the master account was paid (+) or charged (-) at one funding of one symbol
+    (``GET /fapi/v1/income``, ``incomeType=FUNDING_FEE``)."""
+
+    symbol: str
+    amount: Decimal
+    time_ms: int
+    tran_id: str
+
+
 class Exchange(Protocol):
     def load_instruments(self) -> dict[str, Instrument]: ...
 
@@ -101,5 +123,11 @@ class Exchange(Protocol):
     def fetch_mark_price(self, symbol: str) -> Decimal: ...
 
     def fetch_positions(self) -> list[ExchangePosition]: ...
+
+    def fetch_funding_rates(self, symbol: str, start_ms: int, end_ms: int) -> list[FundingRate]: ...
+
+    def fetch_funding_income(
+        self, symbol: str, start_ms: int, end_ms: int
+    ) -> list[FundingIncome]: ...
 
     def close(self) -> None: ...

@@ -89,7 +89,7 @@ def test_standby_takes_over_and_jobs_never_double_fire(
         assert slots and max(slots.values()) == 1, (
             f"double-fired slots: {[s for s, n in slots.items() if n > 1]}"
         )
-        assert {actor for actor, _ in slots} == {"sync_orders", "sync_positions"}
+        assert {actor for actor, _ in slots} == {"sync_orders", "sync_positions", "settle_funding"}
     finally:
         for p in (a, b):
             if p.poll() is None:

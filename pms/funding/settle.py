@@ -1,0 +1,291 @@
+"""Funding settlement: each symbol's funding at each funding time, read from the exchange and
+shared out to the sub-accounts that held the symbol at that time, exactly once.
+
+Runs periodically (the scheduler's ``settle_funding`` job on ``pms.sync``, every minute), and
+is safe to run twice at once or again later:
+
+1. **What to settle.** The symbols some sub-account holds, or held since the last settlement
+   (open positions, positions closed after it). For each, the funding times after its last
+   settled one (for a symbol never settled: from the opening of its earliest position still
+   relevant, at most :data:`FIRST_LOOKBACK` back) up to :data:`SETTLE_AFTER` ago: fills
+   traded before a funding time but booked after it (the stream is milliseconds behind,
+   order-sync up to its period) then count.
+2. **Rates and what the exchange moved.** ``GET /fapi/v1/fundingRate`` gives each funding's
+   rate and mark; ``GET /fapi/v1/income`` (``FUNDING_FEE``) what the master account was
+   paid or charged for it.
+3. **Holdings at the funding time.** Each sub-account's position then: its open position
+   less the fills it traded after the funding time (one statement, one snapshot; the house
+   holds positions too).
+4. **One transaction per funding time** (:func:`pms.funding.allocate.allocate`): the
+   ``funding_settlements`` row first (its key makes a second run, or a concurrent one, skip:
+   the later waits on the row and finds it settled), then under the accounts' locks (the
+   sub-accounts in id order, the house last, as the booking path takes them) a ``FUNDING``
+   entry per holder (ref ``funding`` / ``{symbol}@{fundingTime}``: unique per account) and
+   the house's residual (ref ``funding_residual``). A payment may take a wallet below zero;
+   an account that no longer holds any position is then made whole by the house (an
+   ``INSURANCE`` entry, as a fill's loss is: :func:`pms.execution.booking.absorb_shortfall`).
+   ``balance_update`` events follow the commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from pms.accounts.ledger import lock_account, post_entry
+from pms.accounts.service import house_account
+from pms.app import App
+from pms.db.models import FundingSettlement, Position
+from pms.db.session import unit_of_work
+from pms.domain.enums import LedgerKind
+from pms.domain.numbers import to_wire
+from pms.errors import PmsError
+from pms.exchange.model import FundingIncome, FundingRate
+from pms.execution import views
+from pms.execution.booking import absorb_shortfall
+from pms.funding.allocate import Allocation, allocate, implied_mark
+from pms.messaging.events import EventType
+
+log = structlog.get_logger(__name__)
+
+SETTLE_AFTER = timedelta(seconds=60)
+FIRST_LOOKBACK = timedelta(days=7)
+# The exchange's income record of a funding carries the funding time, give or take.
+INCOME_SLACK_MS = 60_000
+
+Event = tuple[EventType, int, dict[str, Any]]
+
+_HOLDINGS = text(
+    """
+SELECT sub_account_id, sum(q) FROM (
+  SELECT sub_account_id, qty AS q FROM positions WHERE symbol = :symbol AND closed_at IS NULL
+  UNION ALL
+  SELECT sub_account_id, CASE side WHEN 'BUY' THEN -qty ELSE qty END FROM fills
+    WHERE symbol = :symbol AND traded_at > :at
+) h GROUP BY sub_account_id HAVING sum(q) <> 0
+"""
+)
+
+
+@dataclass
+class FundingReport:
+    settled: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"settled": self.settled, "errors": self.errors}
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def holdings_at(s: Session, symbol: str, at: datetime) -> dict[int, Decimal]:
+    """Every sub-account's position in ``symbol`` at ``at`` (non-zero ones): the open
+    position less the fills traded after ``at``."""
+    return {int(a): Decimal(q) for a, q in s.execute(_HOLDINGS, {"symbol": symbol, "at": at})}
+
+
+def due(s: Session, now: datetime) -> dict[str, int]:
+    """The symbols to look at and, for each, the first funding time (ms) not yet settled."""
+    last_any = s.execute(select(func.max(FundingSettlement.funding_time))).scalar_one()
+    since = last_any if last_any is not None else now - FIRST_LOOKBACK
+    held = s.execute(
+        select(Position.symbol, func.min(Position.opened_at))
+        .where((Position.closed_at.is_(None)) | (Position.closed_at > since))
+        .group_by(Position.symbol)
+    ).all()
+    last = dict(
+        s.execute(
+            select(FundingSettlement.symbol, func.max(FundingSettlement.funding_time)).group_by(
+                FundingSettlement.symbol
+            )
+        ).all()
+    )
+    out = {}
+    for symbol, opened in held:
+        settled = last.get(symbol)
+        if settled is not None:
+            out[symbol] = _ms(settled) + 1
+        else:
+            out[symbol] = _ms(max(opened, now - FIRST_LOOKBACK))
+    return out
+
+
+def settle_funding(app: App, symbol: str | None = None) -> FundingReport:
+    """Settle every funding time due (of ``symbol`` only, when given)."""
+    report = FundingReport()
+    now = app.clock.now()
+    until_ms = _ms(now - SETTLE_AFTER)
+    with unit_of_work(app.sessions) as s:
+        starts = due(s, now)
+    for sym, start_ms in sorted(starts.items()):
+        if symbol is not None and sym != symbol:
+            continue
+        if start_ms > until_ms:
+            continue
+        try:
+            # From a little earlier: the fundings just before these are what an income
+            # record near the first of them may belong to instead.
+            known = app.exchange.fetch_funding_rates(sym, start_ms - INCOME_SLACK_MS, until_ms)
+            rates = [r for r in known if r.funding_time_ms >= start_ms]
+            if not rates:
+                continue
+            incomes = app.exchange.fetch_funding_income(
+                sym,
+                rates[0].funding_time_ms - INCOME_SLACK_MS,
+                rates[-1].funding_time_ms + INCOME_SLACK_MS,
+            )
+            amounts = _incomes_by_funding(known, incomes)
+            for rate in rates:
+                settled = settle_one(app, rate, amounts.get(rate.funding_time_ms, Decimal(0)))
+                if settled is not None:
+                    report.settled.append(settled)
+        except PmsError as exc:
+            # The next run starts again from this symbol's last settled funding time.
+            report.errors.append(f"{sym}: {exc.code} {exc.message}")
+    if report.settled or report.errors:
+        log.info("funding settled", **report.as_dict())
+    return report
+
+
+def _incomes_by_funding(
+    rates: list[FundingRate], incomes: list[FundingIncome]
+) -> dict[int, Decimal]:
+    """What the master account was paid or charged at each funding time (absent: it held
+    nothing). An income record carries its funding's time; one that does not goes to the
+    funding time nearest it, within :data:`INCOME_SLACK_MS`."""
+    out: dict[int, Decimal] = {}
+    times = [r.funding_time_ms for r in rates]
+    if not times:
+        return out
+    for income in incomes:
+        nearest = min(times, key=lambda t: abs(t - income.time_ms))
+        if abs(nearest - income.time_ms) <= INCOME_SLACK_MS:
+            out[nearest] = out.get(nearest, Decimal(0)) + income.amount
+    return out
+
+
+def settle_one(app: App, rate: FundingRate, exchange_amount: Decimal) -> dict[str, Any] | None:
+    """Settle one funding time of one symbol; None if it was settled already."""
+    at = _at(rate.funding_time_ms)
+    ref = f"{rate.symbol}@{rate.funding_time_ms}"
+    events: list[Event] = []
+    with unit_of_work(app.sessions) as s:
+        holdings = holdings_at(s, rate.symbol, at)
+        mark = rate.mark_price or implied_mark(
+            exchange_amount, sum(holdings.values(), start=Decimal(0)), rate.rate
+        )
+        if mark is None:
+            # No mark in the record and none to be worked back (the master held nothing, or
+            # the rate was 0): the current mark stands in; the residual absorbs the gap.
+            mark = app.prices.mark(rate.symbol)
+            log.warning("funding settled at the current mark", symbol=rate.symbol, ref=ref)
+        shares = allocate(holdings, mark, rate.rate, exchange_amount)
+        claimed = s.execute(
+            insert(FundingSettlement)
+            .values(
+                symbol=rate.symbol,
+                funding_time=at,
+                rate=rate.rate,
+                mark_price=mark,
+                exchange_amount=exchange_amount,
+                allocated=shares.allocated,
+                house_residual=shares.residual,
+                accounts=len(shares.fees),
+            )
+            .on_conflict_do_nothing()
+            .returning(FundingSettlement.symbol)
+        ).first()
+        if claimed is None:
+            return None
+        _post(s, shares, ref, rate, mark, events)
+    for type_, sub_account_id, data in events:
+        app.notifier.event(type_, sub_account_id, data)
+    return {
+        "symbol": rate.symbol,
+        "fundingTime": rate.funding_time_ms,
+        "rate": to_wire(rate.rate),
+        "markPrice": to_wire(mark),
+        "exchangeAmount": to_wire(exchange_amount),
+        "allocated": to_wire(shares.allocated),
+        "houseResidual": to_wire(shares.residual),
+        "accounts": len(shares.fees),
+    }
+
+
+def _post(
+    s: Session,
+    shares: Allocation,
+    ref: str,
+    rate: FundingRate,
+    mark: Decimal,
+    events: list[Event],
+) -> None:
+    house = house_account(s)
+    note = f"funding {to_wire(rate.rate)} at mark {to_wire(mark)}"
+    shortfalls: list[tuple[int, Decimal]] = []
+    for sub_account_id in sorted(a for a in shares.fees if a != house.id):
+        account = lock_account(s, sub_account_id)
+        fee = shares.fees[sub_account_id]
+        post_entry(
+            s, account, LedgerKind.FUNDING, fee, ref_type="funding", ref_id=ref, note=note,
+            allow_negative=True,
+        )  # fmt: skip
+        events.append(
+            (EventType.BALANCE_UPDATE, account.id, views.balance_view(account, fee, "funding"))
+        )
+        if account.wallet_balance < 0 and not _holds_positions(s, account.id):
+            # Flat and below zero: the house insures the rest, as for a fill's loss.
+            shortfall = -account.wallet_balance
+            post_entry(
+                s, account, LedgerKind.INSURANCE, shortfall, ref_type="funding", ref_id=ref,
+                note="funding beyond the balance of a flat account",
+            )  # fmt: skip
+            events.append(
+                (
+                    EventType.BALANCE_UPDATE,
+                    account.id,
+                    views.balance_view(account, shortfall, "insurance"),
+                )
+            )
+            shortfalls.append((account.id, shortfall))
+    # The house last, as the booking path locks it.
+    for sub_account_id, shortfall in shortfalls:
+        absorb_shortfall(
+            s, sub_account_id, shortfall, ref_type="funding", ref_id=ref, events=events
+        )
+    house = lock_account(s, house.id)
+    for kind_ref, amount in (
+        ("funding", shares.fees.get(house.id)),
+        ("funding_residual", shares.residual),
+    ):
+        if amount:
+            post_entry(
+                s, house, LedgerKind.FUNDING, amount, ref_type=kind_ref, ref_id=ref, note=note
+            )
+            events.append(
+                (EventType.BALANCE_UPDATE, house.id, views.balance_view(house, amount, "funding"))
+            )
+
+
+def _holds_positions(s: Session, sub_account_id: int) -> bool:
+    return (
+        s.execute(
+            select(Position.id).where(
+                Position.sub_account_id == sub_account_id, Position.closed_at.is_(None)
+            )
+        ).first()
+        is not None
+    )

@@ -1,0 +1,244 @@
+"""Funding settlement end to end: the simulator settles funding on the master account, and
+``settle_funding`` shares it out to the sub-accounts' ledgers, exactly once, on a database of
+its own (holdings are summed over every account in it)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from pms.app import App, build_app
+from pms.clock import TestClock
+from pms.commands import schemas as cmd
+from pms.config import Settings
+from pms.db import migrate
+from pms.db.models import FundingSettlement, LedgerEntry, SubAccount
+from pms.db.session import unit_of_work
+from pms.exchange.model import FundingRate
+from pms.funding.settle import SETTLE_AFTER, settle_funding, settle_one
+from pms.sim.runner import SimServer
+from tests.conftest import create_database, drop_database
+from tests.factories import new_user
+from tests.trading.conftest import BTC, Trader
+
+D = Decimal
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimServer]:
+    with SimServer(seed=13, symbols=("BTCUSDT", "ETHUSDT"), paused=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def clock() -> TestClock:
+    return TestClock(datetime.now(UTC))
+
+
+@pytest.fixture(scope="module")
+def app(settings: Settings, sim: SimServer, clock: TestClock) -> Iterator[App]:
+    name = f"pms_funding_{uuid.uuid4().hex[:8]}"
+    url = create_database(name)
+    own = settings.model_copy(
+        update={
+            "database_url": url,
+            "sim_url": sim.url,
+            "sim_api_key": sim.api_key,
+            "redis_prefix": f"{settings.redis_prefix}{name}:",
+        }
+    )
+    migrate.upgrade(own)
+    built = build_app(own, clock=clock)
+    yield built
+    built.close()
+    drop_database(name)
+
+
+@pytest.fixture(autouse=True)
+def _btc_at_60000(sim: SimServer) -> None:
+    sim.admin("/sim/price", {"symbol": "BTCUSDT", "price": "60000"})
+    sim.admin("/sim/funding", {"symbol": "BTCUSDT", "rate": "0.0001"})
+
+
+def trader(app: App, qty: str, side: str) -> Trader:
+    t = Trader(app, new_user())
+    t.sub_account_id = t.send(
+        "create_sub_account", (cmd.CreateSubAccount, app.accounts.create), name="f"
+    )["data"]["subAccountId"]
+    t.send(
+        "deposit", (cmd.Deposit, app.accounts.deposit), subAccountId=t.sub_account_id, amount="5000"
+    )
+    if qty != "0":
+        trade(t, side, qty)
+    return t
+
+
+def trade(t: Trader, side: str, qty: str) -> None:
+    done = t.send(
+        "place_market_order",
+        (cmd.PlaceMarketOrder, t.app.orders.place_market),
+        subAccountId=t.sub_account_id,
+        symbol=BTC,
+        side=side,
+        qty=qty,
+        leverage=10,
+    )
+    assert done["ok"], done
+
+
+def funding_entries(app: App, sub: int) -> list[tuple[str, Decimal]]:
+    with unit_of_work(app.sessions) as s:
+        rows = s.execute(
+            select(LedgerEntry.ref_type, LedgerEntry.amount)
+            .where(LedgerEntry.sub_account_id == sub, LedgerEntry.kind == "FUNDING")
+            .order_by(LedgerEntry.id)
+        )
+        return [(r, a) for r, a in rows]
+
+
+def wallets(app: App) -> Decimal:
+    with unit_of_work(app.sessions) as s:
+        return sum(s.execute(select(SubAccount.wallet_balance)).scalars(), start=D(0))
+
+
+def master_wallet(sim: SimServer) -> Decimal:
+    return D(sim.admin("/sim/state")["balances"]["USDT"])
+
+
+def settle_on_the_exchange(sim: SimServer) -> int:
+    """The exchange's funding, now; its funding time (ms)."""
+    return int(sim.admin("/sim/funding/settle", {})["fundingTime"])
+
+
+def later(clock: TestClock) -> None:
+    """Past the settlement delay (fills traded before a funding time are booked by then)."""
+    clock.advance(SETTLE_AFTER.total_seconds() + 1)
+
+
+def test_each_holder_pays_or_receives_on_its_position_and_the_wallets_follow_the_master(
+    app: App, sim: SimServer, clock: TestClock
+) -> None:
+    long_ = trader(app, "0.5", "BUY")
+    short = trader(app, "0.2", "SELL")
+    flat = trader(app, "0", "BUY")
+    before_books, before_master = wallets(app), master_wallet(sim)
+
+    settle_on_the_exchange(sim)  # master net long 0.3 at 60,000: charged 1.8
+    later(clock)
+    report = settle_funding(app)
+
+    assert report.errors == []
+    [settled] = report.settled
+    assert (settled["exchangeAmount"], settled["allocated"], settled["houseResidual"]) == (
+        "-1.8",
+        "-1.8",
+        "0",
+    )
+    assert funding_entries(app, long_.sub_account_id) == [("funding", D("-3"))]
+    assert funding_entries(app, short.sub_account_id) == [("funding", D("1.2"))]
+    assert funding_entries(app, flat.sub_account_id) == []
+    assert wallets(app) - before_books == master_wallet(sim) - before_master == D("-1.8")
+
+    again = settle_funding(app)
+    assert again.settled == [] and again.errors == []
+    assert funding_entries(app, long_.sub_account_id) == [("funding", D("-3"))], "once"
+
+    events = [
+        e
+        for _, e in app.events.read("0", count=100_000)
+        if e["type"] == "balance_update" and e["data"].get("reason") == "funding"
+    ]
+    assert {(e["subAccountId"], e["data"]["change"]) for e in events} >= {
+        (long_.sub_account_id, "-3"),
+        (short.sub_account_id, "1.2"),
+    }
+
+    for t, side, qty in ((long_, "SELL", "0.5"), (short, "BUY", "0.2")):
+        trade(t, side, qty)  # flat again for the next test
+
+
+def test_the_position_held_at_the_funding_time_pays_not_the_one_held_now(
+    app: App, sim: SimServer, clock: TestClock
+) -> None:
+    """Closed after the funding time but before the settlement ran: still charged on the
+    0.4 it held then. Opened after it: nothing."""
+    early = trader(app, "0.4", "BUY")
+    settle_on_the_exchange(sim)
+    trade(early, "SELL", "0.4")  # traded after the funding time
+    late = trader(app, "0.4", "BUY")
+
+    later(clock)
+    report = settle_funding(app)
+
+    assert report.errors == [] and len(report.settled) == 1
+    assert funding_entries(app, early.sub_account_id) == [("funding", D("-2.4"))]
+    assert funding_entries(app, late.sub_account_id) == []
+    trade(late, "SELL", "0.4")
+
+
+def test_what_the_books_do_not_explain_is_the_houses(
+    app: App, sim: SimServer, clock: TestClock
+) -> None:
+    """The master account holds 0.1 BTC no sub-account booked (someone traded by hand): the
+    exchange charges 0.6 more than the sub-accounts pay; the house takes it, so the wallets
+    still move with the master's."""
+    holder = trader(app, "0.3", "BUY")
+    sim.admin("/sim/positions/adjust", {"symbol": "BTCUSDT", "qty": "0.1"})
+    before_books, before_master = wallets(app), master_wallet(sim)
+    try:
+        settle_on_the_exchange(sim)
+    finally:
+        sim.admin("/sim/positions/adjust", {"symbol": "BTCUSDT", "qty": "-0.1"})
+    later(clock)
+    [settled] = settle_funding(app).settled
+
+    assert (settled["exchangeAmount"], settled["allocated"], settled["houseResidual"]) == (
+        "-2.4",
+        "-1.8",
+        "-0.6",
+    )
+    with unit_of_work(app.sessions) as s:
+        house_id = s.execute(select(SubAccount.id).where(SubAccount.is_house)).scalar_one()
+    assert funding_entries(app, house_id)[-1] == ("funding_residual", D("-0.6"))
+    assert funding_entries(app, holder.sub_account_id) == [("funding", D("-1.8"))]
+    assert wallets(app) - before_books == master_wallet(sim) - before_master
+    trade(holder, "SELL", "0.3")
+
+
+def test_one_funding_time_settled_by_two_workers_at_once_is_booked_once(app: App) -> None:
+    holder = trader(app, "0.25", "BUY")
+    at_ms = app.clock.ms() + 1  # a funding time of our own: the holder held 0.25 then
+    rate = FundingRate(symbol=BTC, funding_time_ms=at_ms, rate=D("0.0002"), mark_price=D("60000"))
+    barrier = threading.Barrier(2)
+    results: list[object] = []
+
+    def run() -> None:
+        barrier.wait()
+        results.append(settle_one(app, rate, D("-3")))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    assert sorted(r is None for r in results) == [False, True]
+    assert funding_entries(app, holder.sub_account_id) == [("funding", D("-3"))]
+    with unit_of_work(app.sessions) as s:
+        row = s.get(FundingSettlement, (BTC, datetime.fromtimestamp(at_ms / 1000, UTC)))
+        assert row is not None
+        posted = s.execute(
+            select(LedgerEntry.ref_type).where(
+                LedgerEntry.kind == "FUNDING", LedgerEntry.ref_id == f"{BTC}@{at_ms}"
+            )
+        ).scalars()
+        assert sorted(posted) == ["funding"] * row.accounts + (
+            ["funding_residual"] if row.house_residual else []
+        ), "one entry per holder, one residual: nothing twice"
+    trade(holder, "SELL", "0.25")
