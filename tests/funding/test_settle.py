@@ -5,6 +5,7 @@ its own (holdings are summed over every account in it)."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -242,3 +243,40 @@ def test_one_funding_time_settled_by_two_workers_at_once_is_booked_once(app: App
             ["funding_residual"] if row.house_residual else []
         ), "one entry per holder, one residual: nothing twice"
     trade(holder, "SELL", "0.25")
+
+
+def test_a_flat_account_taken_below_zero_is_made_whole_by_the_house(app: App) -> None:
+    """Held 0.01 BTC at the funding time, flat since, 60 USDT left before a (deliberately
+    huge) 20 % funding of 120: the account pays it all, and the house insures the 60 it
+    cannot, as it does for a fill's loss (INSURANCE on both sides, wallet back to zero)."""
+    t = Trader(app, new_user())
+    sub = t.send("create_sub_account", (cmd.CreateSubAccount, app.accounts.create), name="thin")[
+        "data"
+    ]["subAccountId"]
+    t.sub_account_id = sub
+    t.send("deposit", (cmd.Deposit, app.accounts.deposit), subAccountId=sub, amount="60.3")
+    trade(t, "BUY", "0.01")
+    time.sleep(0.005)
+    at_ms = int(time.time() * 1000)  # the exchange's clock: after the buy, before the sell
+    time.sleep(0.005)
+    trade(t, "SELL", "0.01")
+    with unit_of_work(app.sessions) as s:
+        house_id = s.execute(select(SubAccount.id).where(SubAccount.is_house)).scalar_one()
+        wallet = s.get(SubAccount, sub).wallet_balance
+        house_before = s.get(SubAccount, house_id).wallet_balance
+    assert D(0) < wallet < D(120)
+
+    rate = FundingRate(symbol=BTC, funding_time_ms=at_ms, rate=D("0.2"), mark_price=D("60000"))
+    settled = settle_one(app, rate, D("-120"))
+
+    assert settled is not None and settled["accounts"] == 1
+    with unit_of_work(app.sessions) as s:
+        entries = s.execute(
+            select(LedgerEntry.kind, LedgerEntry.amount)
+            .where(LedgerEntry.sub_account_id == sub, LedgerEntry.ref_type == "funding")
+            .order_by(LedgerEntry.id)
+        ).all()
+        assert [tuple(e) for e in entries] == [("FUNDING", D(-120)), ("INSURANCE", 120 - wallet)]
+        assert s.get(SubAccount, sub).wallet_balance == 0
+        house_after = s.get(SubAccount, house_id).wallet_balance
+    assert house_before - house_after == 120 - wallet, "the house paid the shortfall (no residual)"
