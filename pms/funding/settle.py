@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -97,29 +97,27 @@ def holdings_at(s: Session, symbol: str, at: datetime) -> dict[int, Decimal]:
     return {int(a): Decimal(q) for a, q in s.execute(_HOLDINGS, {"symbol": symbol, "at": at})}
 
 
+_DUE = text(
+    """
+SELECT p.symbol, min(p.opened_at), f.last
+FROM positions p
+LEFT JOIN (SELECT symbol, max(funding_time) AS last FROM funding_settlements GROUP BY symbol) f
+  ON f.symbol = p.symbol
+WHERE p.closed_at IS NULL OR p.closed_at > coalesce(f.last, :lookback)
+GROUP BY p.symbol, f.last
+"""
+)
+
+
 def due(s: Session, now: datetime) -> dict[str, int]:
-    """The symbols to look at and, for each, the first funding time (ms) not yet settled."""
-    last_any = s.execute(select(func.max(FundingSettlement.funding_time))).scalar_one()
-    since = last_any if last_any is not None else now - FIRST_LOOKBACK
-    held = s.execute(
-        select(Position.symbol, func.min(Position.opened_at))
-        .where((Position.closed_at.is_(None)) | (Position.closed_at > since))
-        .group_by(Position.symbol)
-    ).all()
-    last = dict(
-        s.execute(
-            select(FundingSettlement.symbol, func.max(FundingSettlement.funding_time)).group_by(
-                FundingSettlement.symbol
-            )
-        ).all()
-    )
+    """The symbols to look at and, for each, the first funding time (ms) not yet settled:
+    those held now, or held since the symbol's last settlement (never settled: within
+    :data:`FIRST_LOOKBACK`), from just after that settlement (never settled: from the
+    opening of the earliest such position)."""
+    lookback = now - FIRST_LOOKBACK
     out = {}
-    for symbol, opened in held:
-        settled = last.get(symbol)
-        if settled is not None:
-            out[symbol] = _ms(settled) + 1
-        else:
-            out[symbol] = _ms(max(opened, now - FIRST_LOOKBACK))
+    for symbol, opened, last in s.execute(_DUE, {"lookback": lookback}):
+        out[symbol] = _ms(last) + 1 if last is not None else _ms(max(opened, lookback))
     return out
 
 

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -19,10 +19,10 @@ from pms.clock import TestClock
 from pms.commands import schemas as cmd
 from pms.config import Settings
 from pms.db import migrate
-from pms.db.models import FundingSettlement, LedgerEntry, SubAccount
+from pms.db.models import FundingSettlement, LedgerEntry, Position, SubAccount
 from pms.db.session import unit_of_work
 from pms.exchange.model import FundingRate
-from pms.funding.settle import SETTLE_AFTER, settle_funding, settle_one
+from pms.funding.settle import SETTLE_AFTER, due, settle_funding, settle_one
 from pms.sim.runner import SimServer
 from tests.conftest import create_database, drop_database
 from tests.factories import new_user
@@ -280,3 +280,44 @@ def test_a_flat_account_taken_below_zero_is_made_whole_by_the_house(app: App) ->
         assert s.get(SubAccount, sub).wallet_balance == 0
         house_after = s.get(SubAccount, house_id).wallet_balance
     assert house_before - house_after == 120 - wallet, "the house paid the shortfall (no residual)"
+
+
+def test_a_symbol_behind_the_others_is_still_due_from_its_own_last_settlement(app: App) -> None:
+    """ETH's last settlement is three hours old (its runs failed since), BTC's a minute old;
+    ETH's only position closed an hour ago. Judged against the newest settlement of any
+    symbol, ETH would look done and its fundings of the last three hours never settled."""
+    now = app.clock.now()
+    t = Trader(app, new_user())
+    sub = t.send("create_sub_account", (cmd.CreateSubAccount, app.accounts.create), name="e")[
+        "data"
+    ]["subAccountId"]
+    eth = "ETH/USDT:USDT"
+    with unit_of_work(app.sessions) as s:
+        s.add(
+            Position(
+                sub_account_id=sub,
+                symbol=eth,
+                qty=D(0),
+                entry_price=D(0),
+                leverage=5,
+                opened_at=now - timedelta(hours=5),
+                closed_at=now - timedelta(hours=1),
+            )
+        )
+        for symbol, age in ((eth, timedelta(hours=3)), (BTC, timedelta(minutes=1))):
+            s.add(
+                FundingSettlement(
+                    symbol=symbol,
+                    funding_time=now - age,
+                    rate=D(0),
+                    mark_price=D(1),
+                    exchange_amount=D(0),
+                    allocated=D(0),
+                    house_residual=D(0),
+                    accounts=0,
+                )
+            )
+    with unit_of_work(app.sessions) as s:
+        starts = due(s, now)
+    eth_last = now - timedelta(hours=3)
+    assert starts[eth] == int(eth_last.timestamp() * 1000) + 1
