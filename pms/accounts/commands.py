@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from pms.accounts import service
+from pms.accounts.freeze import lift_liquidation_freeze
 from pms.accounts.ledger import lock_account
 from pms.clock import Clock
 from pms.commands import schemas as cmd
@@ -161,15 +162,27 @@ class AccountCommands:
         }
 
     def unfreeze(self, c: cmd.FreezeSubAccount) -> dict[str, Any]:
+        """FROZEN → ACTIVE. A frozen account being liquidated stays LIQUIDATING: its
+        liquidation forgets the freeze and ends ACTIVE instead of FROZEN (so does one frozen
+        while a liquidation ran)."""
         _require_admin(c, "unfreezing a sub-account")
         with unit_of_work(self._factory) as s:
             account = lock_account(s, c.subAccountId)
-            if account.status != AccountStatus.FROZEN.value:
+            if account.status == AccountStatus.FROZEN.value:
+                account.status = AccountStatus.ACTIVE.value
+                # Frozen while a liquidation ran: it must not put the freeze back at its end.
+                lift_liquidation_freeze(s, account.id)
+            elif not (
+                account.status == AccountStatus.LIQUIDATING.value
+                and lift_liquidation_freeze(s, account.id)
+            ):
                 raise ValidationError(
                     f"sub-account {c.subAccountId} is {account.status}, not FROZEN"
                 )
-            account.status = AccountStatus.ACTIVE.value
+            status = account.status
         self._notify.event(
-            EventType.RISK_UPDATE, c.subAccountId, {"status": "ACTIVE", "reason": c.reason}
+            EventType.RISK_UPDATE,
+            c.subAccountId,
+            {"status": status, "frozen": False, "reason": c.reason},
         )
-        return {"subAccountId": c.subAccountId, "status": "ACTIVE"}
+        return {"subAccountId": c.subAccountId, "status": status, "frozen": False}

@@ -39,6 +39,7 @@ from typing import Any
 import structlog
 from sqlalchemy import func, select, text
 
+from pms.accounts.freeze import LIQUIDATIONS, liquidating_frozen
 from pms.accounts.ledger import lock_account
 from pms.accounts.service import house_account
 from pms.app import App
@@ -62,7 +63,6 @@ from pms.riskengine.reduce_only import cancel_uncovered, has_uncovered
 
 log = structlog.get_logger(__name__)
 LOCK_CLASS = 742  # advisory-lock namespace for risk enforcement
-LIQUIDATIONS = ("liquidate_close", "liquidate_takeover")
 
 
 class RiskEnforcer:
@@ -181,7 +181,7 @@ class RiskEnforcer:
                         # restored at the end.
                         if account.status == AccountStatus.FROZEN.value or (
                             account.status == AccountStatus.LIQUIDATING.value
-                            and self._liquidating_frozen(s, account.id)
+                            and liquidating_frozen(s, account.id)
                         ):
                             details["frozen"] = True
                         account.status = AccountStatus.LIQUIDATING.value
@@ -223,21 +223,6 @@ class RiskEnforcer:
         if unfinished is not None:
             raise unfinished
         return {"subAccountId": sub_account_id, "tier": tier.value, "actions": actions}
-
-    @staticmethod
-    def _liquidating_frozen(s: Any, sub_account_id: int) -> bool:
-        """Whether the account's current liquidation started on a frozen account: its status
-        says LIQUIDATING, the last liquidation event remembers what it was before."""
-        details = s.execute(
-            select(LiquidationEvent.details)
-            .where(
-                LiquidationEvent.sub_account_id == sub_account_id,
-                LiquidationEvent.action.in_(LIQUIDATIONS),
-            )
-            .order_by(LiquidationEvent.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        return bool(details and details.get("frozen"))
 
     def _record(
         self,
@@ -483,8 +468,14 @@ class RiskEnforcer:
             account = lock_account(s, sub_account_id)
             event = s.get(LiquidationEvent, event_id, with_for_update=True)
             assert event is not None
-            # Frozen before the action (remembered), or by an admin while it ran.
-            frozen = bool(details.get("frozen")) or account.status == AccountStatus.FROZEN.value
+            # Frozen before the action (remembered in the event: read back, an admin may have
+            # lifted it while the action ran), or by an admin while it ran.
+            remembered = bool(event.details.get("frozen"))
+            frozen = remembered or account.status == AccountStatus.FROZEN.value
+            if "frozen" in details or "frozen" in event.details:
+                details = details | {"frozen": remembered}
+            if event.details.get("unfrozen"):
+                details = details | {"unfrozen": True}
             if action in LIQUIDATIONS:
                 if not self._has_positions(s, sub_account_id):
                     restored = AccountStatus.FROZEN if frozen else AccountStatus.ACTIVE

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from pms.commands import schemas as cmd
 from pms.db.models import LiquidationEvent, SubAccount
 from pms.db.session import unit_of_work
@@ -136,3 +138,95 @@ def test_a_liquidation_resumed_after_a_freeze_completes_and_leaves_the_account_f
     [event] = h.events(sub)
     assert (event.status, event.details["frozen"]) == ("DONE", True)
     assert h.account(sub).status == "FROZEN"
+
+
+def unfreeze(h: CatchingHarness, t: Trader) -> dict:
+    return t.send(
+        "unfreeze_sub_account",
+        (cmd.FreezeSubAccount, h.app.accounts.unfreeze),
+        role="admin",
+        subAccountId=t.sub_account_id,
+        reason="review closed",
+    )
+
+
+def test_an_account_unfrozen_while_its_liquidation_is_pending_ends_active(
+    catching: CatchingHarness,
+) -> None:
+    """A frozen account's liquidation was decided (event PENDING, frozen remembered, account
+    LIQUIDATING) when the admin lifted the freeze. Unfreeze used to be refused ("is
+    LIQUIDATING, not FROZEN") and the liquidation then put FROZEN back: the account ended
+    frozen after the admin had unfrozen it."""
+    h = catching
+    t = h.open_long("1000", "0.5", 50)
+    sub = t.sub_account_id
+    with unit_of_work(h.app.sessions) as s:
+        s.get(SubAccount, sub).status = "LIQUIDATING"
+        s.add(
+            LiquidationEvent(
+                sub_account_id=sub,
+                idempotency_key=f"{sub}:liquidate_close:1",
+                tier="LIQUIDATION",
+                action="liquidate_close",
+                status="PENDING",
+                details={"reason": "tier ADL2 -> LIQUIDATION", "frozen": True},
+            )
+        )
+
+    answer = unfreeze(h, t)
+
+    assert answer["ok"], answer
+    assert (answer["data"]["status"], answer["data"]["frozen"]) == ("LIQUIDATING", False)
+    h.reenforce(sub)
+    assert h.errors == []
+    assert h.state(sub)[1] == 0
+    [event] = h.events(sub)
+    assert (event.status, event.details["frozen"], event.details["unfrozen"]) == (
+        "DONE",
+        False,
+        True,
+    )
+    assert h.account(sub).status == "ACTIVE"
+
+
+def test_an_account_unfrozen_while_its_liquidation_runs_ends_active(
+    catching: CatchingHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin's unfreeze lands while the liquidation of the frozen account is placing its
+    closes: the liquidation's end reads the freeze back from its event, so the account ends
+    ACTIVE, not FROZEN."""
+    h = catching
+    t = h.open_long("1000", "0.5", 50)
+    sub = t.sub_account_id
+    freeze(h, t)
+    answers = []
+    place = h.enforcer._place
+
+    def unfrozen_meanwhile(*args: object, **kwargs: object) -> object:
+        answers.append(unfreeze(h, t))
+        return place(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(h.enforcer, "_place", unfrozen_meanwhile)
+
+    h.move(h.mark_for_ratio(sub, D("1.02")))
+
+    assert h.errors == []
+    assert [a["ok"] for a in answers] == [True], answers
+    assert h.state(sub)[1] == 0
+    assert h.account(sub).status == "ACTIVE"
+    published = h.published("liquidation", sub)[-1]["data"]
+    assert (published["frozen"], published["statusAfter"]) == (False, "ACTIVE")
+
+
+def test_unfreeze_is_refused_for_an_account_that_is_not_frozen(catching: CatchingHarness) -> None:
+    h = catching
+    t = h.open_long("1000", "0.5", 50)
+    answer = unfreeze(h, t)
+    assert answer["error"]["code"] == "VALIDATION_ERROR"
+    assert "is ACTIVE, not FROZEN" in answer["error"]["message"]
+    with unit_of_work(h.app.sessions) as s:
+        s.get(SubAccount, t.sub_account_id).status = "LIQUIDATING"  # not frozen before
+    answer = unfreeze(h, t)
+    assert answer["error"]["code"] == "VALIDATION_ERROR"
+    assert h.account(t.sub_account_id).status == "LIQUIDATING"
+    h.close_position(t)
