@@ -11,8 +11,8 @@ Two reasons, both judged under the sub-account's lock just before a new action i
   an ADL cut would be cut again on top of one not yet booked, and a takeover would hand the
   house a position the booking then reopens on the account. So the action waits for the
   booking; its reload asks for enforcement again (and the monitor asks every second while
-  the account is past ADL1 or LIQUIDATING). A held liquidation still marks the account
-  LIQUIDATING, so the trader cannot add orders meanwhile.
+  the account is past ADL1 or LIQUIDATING). Only orders placed less than
+  :data:`IN_FLIGHT_MAX` ago count: one open longer is stuck, not in flight.
 - **A run of failures.** An action that ended FAILED was refused for a reason retrying does
   not cure (an exchange refusal, a plan larger than the position). Starting the next one at
   every re-enforcement (once a second) sends the same refused orders each second, for every
@@ -36,9 +36,16 @@ BACKOFF_MAX = timedelta(seconds=60)
 # Enough failures to reach the cap: 1 · 2^6 = 64 s > 60 s.
 STREAK_LIMIT = 7
 
+# How long a market order may stay unsettled and still hold an action back: the stream
+# books a fill within milliseconds, order-sync (every 30 s) within a minute. One open longer
+# is stuck (order-sync reports it ``unbooked``: closed on the exchange with fills it cannot
+# find), and must not hold a liquidation back for ever: the action goes ahead without it.
+IN_FLIGHT_MAX = timedelta(minutes=2)
+
 _IN_FLIGHT = text(
     f"SELECT count(*) FROM orders WHERE sub_account_id = :id AND type = 'MARKET'"  # noqa: S608
     f" AND status IN ({OPEN_STATUSES_SQL})"  # (the statuses are the enum's own values)
+    " AND created_at > now() - make_interval(secs => :max_s)"
 )
 _LAST_ENDED = text(
     "SELECT status, completed_at FROM liquidation_events"
@@ -66,8 +73,10 @@ def failed_run(rows: list[tuple[str, datetime | None]]) -> tuple[int, datetime |
 
 
 def markets_in_flight(s: Session, sub_account_id: int) -> int:
-    """The sub-account's market orders sent but not yet settled (their fills not booked)."""
-    return int(s.execute(_IN_FLIGHT, {"id": sub_account_id}).scalar_one())
+    """The sub-account's market orders sent but not yet settled (their fills not booked),
+    placed less than :data:`IN_FLIGHT_MAX` ago (the database's clock, as ``created_at``)."""
+    params = {"id": sub_account_id, "max_s": IN_FLIGHT_MAX.total_seconds()}
+    return int(s.execute(_IN_FLIGHT, params).scalar_one())
 
 
 def hold_reason(

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from pms.commands import schemas as cmd
 from pms.db.models import Order, Position, SubAccount
@@ -262,3 +262,38 @@ def test_a_liquidation_the_exchange_keeps_refusing_is_retried_with_backoff(
     closes = [e for e in h.events(sub) if e.action == "liquidate_close"]
     assert [e.status for e in closes] == ["FAILED"] * 6 + ["DONE"]
     assert h.account(sub).status == "ACTIVE"
+
+
+def test_a_market_order_stuck_open_does_not_hold_a_liquidation_back(
+    catching: CatchingHarness,
+) -> None:
+    """A market order our books show open for five minutes is not in flight but stuck
+    (order-sync reports such an order: closed on the exchange with fills it cannot find).
+    Waiting for its booking would hold the liquidation back for ever."""
+    h = catching
+    t = h.open_long("1000", "0.5", 50)
+    sub = t.sub_account_id
+    with unit_of_work(h.app.sessions) as s:
+        oid = int(s.execute(select(func.nextval("orders_id_seq"))).scalar_one())
+        s.add(
+            Order(
+                id=oid,
+                client_order_id=f"pms-{oid}",
+                sub_account_id=sub,
+                symbol=BTC,
+                side="BUY",
+                type="MARKET",
+                qty=D("0.001"),
+                leverage=50,
+                status="NEW",
+                filled_qty=D(0),
+                exchange_order_id=f"stuck-{oid}",
+                created_at=s.execute(select(func.now())).scalar_one() - timedelta(minutes=5),
+            )
+        )
+
+    h.move(h.mark_for_ratio(sub, D("1.02")))
+
+    closes = [e for e in h.events(sub) if e.action == "liquidate_close"]
+    assert [e.status for e in closes] == ["DONE"], [e.details for e in closes]
+    assert position(h, sub) == 0
