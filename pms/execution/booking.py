@@ -364,7 +364,22 @@ _POSITION_INSERT_COLUMNS = (
 
 
 def _update_order(order: Order, trade: TradeReport) -> None:
-    new_filled = min(order.filled_qty + trade.qty, order.qty)
+    """The order after one more fill: filled quantity, average price, status.
+
+    The exchange never fills more than an order's quantity, so a fill beyond ours means the
+    order was amended up and we missed it (an AMENDMENT event lost, or behind the fill in the
+    same take): the quantity follows the fills, as the position does. FILLED with a
+    cumulative quantity below ours means it was amended down: the quantity is what filled.
+    """
+    new_filled = order.filled_qty + trade.qty
+    if new_filled > order.qty:
+        log.warning(
+            "fill beyond the order's quantity: amended on the exchange, taking the fills",
+            orderId=order.id,
+            qty=str(order.qty),
+            filled=str(new_filled),
+        )
+        order.qty = new_filled
     previous_cost = (order.avg_price or ZERO) * order.filled_qty
     order.avg_price = ((previous_cost + trade.price * trade.qty) / new_filled).quantize(
         Decimal("1e-12")
@@ -385,6 +400,8 @@ def _update_order(order: Order, trade: TradeReport) -> None:
             implied = order.qty if trade.order_status == OrderStatus.FILLED.value else None
         if implied is not None and new_filled >= implied:
             order.status = trade.order_status
+            if trade.order_status == OrderStatus.FILLED.value and order.qty > new_filled:
+                order.qty = new_filled  # amended down, then filled: all of it is what filled
     if order.exchange_order_id is None:
         order.exchange_order_id = trade.exchange_order_id
 

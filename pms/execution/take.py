@@ -70,7 +70,8 @@ _TRADE_ORDERS = """(SELECT id FROM orders WHERE client_order_id = ANY(%(coids)s:
 _HELD = "string_to_array(current_setting('pms.take_accounts', true), ',')::bigint[]"
 _TAKE_TYPES = {"coids": "text[]", "pair_symbols": "text[]", "pair_ids": "text[]"}
 # The locks, one statement each, in the path's order (sub-accounts, orders, positions, each by
-# id); they travel in one message with the read that follows them.
+# id; the house, whose id is the lowest, after the other sub-accounts, as every path that
+# insures a shortfall takes it); they travel in one message with the read that follows them.
 _TAKE_LOCKS = (
     prepared.register(
         "pms_take_lock_accounts",
@@ -78,7 +79,7 @@ _TAKE_LOCKS = (
   (SELECT string_agg(id::text, ',') FROM
     (SELECT id FROM sub_accounts WHERE id IN
       (SELECT sub_account_id FROM orders WHERE id IN {_TRADE_ORDERS})
-     ORDER BY id FOR UPDATE) AS locked), ''), true)""",  # noqa: S608
+     ORDER BY is_house, id FOR UPDATE) AS locked), ''), true)""",  # noqa: S608
         _TAKE_TYPES,
     ),
     prepared.register(

@@ -1,0 +1,90 @@
+"""Order-sync of an order whose quantity was amended on the exchange while the user stream was
+down (the AMENDMENT event was never seen): the exchange reports the order FILLED at its new
+quantity with its trades; order-sync books them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from pms.clock import TestClock
+from pms.db.models import Order
+from pms.db.session import unit_of_work
+from pms.domain.enums import Side
+from pms.exchange.model import ExchangeOrder, TradeReport
+from pms.execution.orders import OrderService
+from pms.sync.orders import sync_orders
+from tests.booking.helpers import make_order, positions, trade
+from tests.factories import funded_account
+
+D = Decimal
+
+
+class _Quiet:
+    def __getattr__(self, name: str) -> Any:
+        return lambda *a, **k: None
+
+
+class _Exchange:
+    def __init__(self, order: Order, qty: Decimal, trades: list[TradeReport]) -> None:
+        self.order, self.qty, self.trades = order, qty, trades
+
+    def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        if client_order_id != self.order.client_order_id:
+            return None
+        return ExchangeOrder(
+            symbol=symbol,
+            exchange_order_id=str(self.order.exchange_order_id),
+            client_order_id=client_order_id,
+            status="FILLED",
+            side=Side(self.order.side),
+            type="LIMIT",
+            qty=self.qty,  # amended on the exchange
+            price=D("100"),
+            executed_qty=sum((t.qty for t in self.trades), D(0)),
+            avg_price=D("100"),
+            reduce_only=False,
+            update_time_ms=0,
+        )
+
+    def fetch_order_trades(self, symbol: str, exchange_order_id: str) -> list[TradeReport]:
+        return list(self.trades)
+
+    def fetch_open_orders(self, symbol: str | None = None) -> list[ExchangeOrder]:
+        return []
+
+
+def test_order_sync_of_an_amended_order_books_it_with_the_right_average_and_settles_it(
+    session_factory: sessionmaker[Session],
+) -> None:
+    symbol = "ADA/USDT:USDT"  # a symbol of its own: order-sync below only looks at it
+    sub, _ = funded_account(session_factory, "10000")
+    order = make_order(session_factory, sub, "BUY", "10", symbol)  # amended to 20 on Binance
+    trades = [
+        trade(order, "10", "100", with_coid=False),
+        trade(order, "10", "100", with_coid=False),
+    ]
+    exchange = _Exchange(order, D("20"), trades)
+    clock = TestClock()
+    notifier = _Quiet()
+    app = SimpleNamespace(
+        clock=clock,
+        sessions=session_factory,
+        exchange=exchange,
+        notifier=notifier,
+        orders=OrderService(session_factory, exchange, None, None, notifier, clock),  # type: ignore[arg-type]
+    )
+    report = sync_orders(app, symbol)  # type: ignore[arg-type]
+
+    [position] = positions(session_factory, sub)
+    assert position.qty == D("20") and position.entry_price == D("100")
+    with unit_of_work(session_factory) as s:
+        row = s.get_one(Order, order.id)
+        filled, avg, status = row.filled_qty, row.avg_price, row.status
+    assert report.unbooked == []
+    # Every trade was at 100: the order's average price is 100, and it filled 20.
+    assert avg == D("100"), f"order average price {avg} for trades all at 100"
+    assert (filled, status) == (D("20"), "FILLED")
