@@ -23,7 +23,7 @@ from pms.domain.enums import OrderType, Side
 from pms.domain.instrument import Instrument, LeverageBracket
 from pms.domain.numbers import parse_decimal
 from pms.domain.symbols import from_exchange_id, perpetual_of, to_exchange_id
-from pms.errors import ExchangeRejected, ExchangeUnavailable, PmsError
+from pms.errors import ExchangeRejected, ExchangeUnavailable, PmsError, RateLimited
 from pms.exchange.ccxt_factory import make_binanceusdm
 from pms.exchange.errors import OrderUnknownToExchange, UnknownOrderState, translate
 from pms.exchange.model import (
@@ -222,20 +222,35 @@ class BinanceExchange:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _call(self, action: str, method: str, params: dict[str, Any]) -> Any:
+    def _call(
+        self, action: str, method: str, params: dict[str, Any], *, sign_by_ms: int | None = None
+    ) -> Any:
         self._sync_time()
+        self._in_time(action, sign_by_ms)
         try:
             return self._rest.call(method, params)
         except ccxt.InvalidNonce:
             # -1021: rejected before processing, so re-syncing and sending again is safe.
             self._time_synced = False
             self._sync_time()
+            self._in_time(action, sign_by_ms)
             try:
                 return self._rest.call(method, params)
             except Exception as exc:
                 raise self._translate(exc, action) from exc
         except Exception as exc:
             raise self._translate(exc, action) from exc
+
+    @staticmethod
+    def _in_time(action: str, sign_by_ms: int | None) -> None:
+        """Refuse to sign a request past its deadline: nothing was sent (an earlier attempt,
+        if any, was refused before processing), so it is not placed, for sure."""
+        if sign_by_ms is not None and time.time() * 1000 > sign_by_ms:
+            raise ExchangeUnavailable(
+                f"{action}: too late to send (the request could arrive after a retry decided"
+                " it was not placed); nothing was sent",
+                {"placed": False},
+            )
 
     def _translate(self, exc: Exception, action: str) -> PmsError:
         if isinstance(exc, PmsError):
@@ -302,7 +317,9 @@ class BinanceExchange:
         if request.reduce_only:
             params["reduceOnly"] = "true"
         try:
-            raw = self._call("place order", "fapiPrivatePostOrder", params)
+            raw = self._call(
+                "place order", "fapiPrivatePostOrder", params, sign_by_ms=request.sign_by_ms
+            )
             placed = parse_order(raw)
             if raw.get("updateTime"):
                 self._hint_trades_since(
@@ -313,24 +330,34 @@ class BinanceExchange:
             # Never re-send blindly: the order may exist. Ask by clientOrderId.
             found = self._resolve(request.symbol, request.client_order_id)
             if found is None:
+                # Not there *yet* is not "never": the signed request may still reach the
+                # exchange within its recvWindow (a slow network, a queue at the gateway).
                 raise UnknownOrderState(
-                    "exchange did not answer and has no such order: nothing was placed",
-                    {"clientOrderId": request.client_order_id, "placed": False},
+                    "the exchange did not answer and does not show the order yet; it may still"
+                    " arrive: a retry after the grace period, or order-sync, settles it",
+                    {"clientOrderId": request.client_order_id, "placed": None},
                 ) from None
             return found
 
     def _resolve(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        """The order by clientOrderId; None if the exchange does not show it. Any failure to
+        ask (unreachable, rate limited, an unexpected refusal) is an unknown outcome: the
+        order may exist, so nothing may treat it as refused."""
         last: PmsError | None = None
         for attempt in range(RESOLVE_ATTEMPTS):
             try:
                 return self.fetch_order(symbol, client_order_id)
-            except UnknownOrderState as exc:
+            except RateLimited as exc:
+                last = exc  # asking again now would only deepen the limit
+                break
+            except PmsError as exc:
                 last = exc
                 time.sleep(RESOLVE_BACKOFF_S * (2**attempt))
         assert last is not None
         raise UnknownOrderState(
-            "exchange unreachable while resolving the order; order-sync will settle it",
-            {"clientOrderId": client_order_id, "placed": None},
+            "the order's outcome could not be read from the exchange; a retry after the grace"
+            " period, or order-sync, settles it",
+            {"clientOrderId": client_order_id, "placed": None, "cause": last.code},
         ) from last
 
     def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:

@@ -39,6 +39,9 @@ URL_PATHS = {
 }
 
 
+RECV_WINDOW_MS = 5000
+
+
 def make_binanceusdm(
     base_url: str | None,
     api_key: str,
@@ -53,6 +56,10 @@ def make_binanceusdm(
     ``None`` keeps Binance's own URLs (production).
     """
     options = {
+        # How late a signed request may reach Binance and still be processed (ccxt: 10 s).
+        # It bounds how long an order whose placement went unanswered may still appear
+        # (pms.execution.orders.PENDING_GRACE); Binance recommends 5 s or less.
+        "recvWindow": RECV_WINDOW_MS,
         "fetchCurrencies": False,
         "adjustForTimeDifference": True,
         "fetchOpenOrders": {"warnWithoutSymbol": False},

@@ -26,6 +26,9 @@ class OrderRequest:
     price: Decimal | None = None
     time_in_force: TimeInForce | None = None
     reduce_only: bool = False
+    # The latest time (epoch ms, this host's clock) the placement may be signed: later, it is
+    # refused as not placed rather than sent (a redelivery may be deciding to send it again).
+    sign_by_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

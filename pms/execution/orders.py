@@ -26,13 +26,14 @@ requestId and continues from step 2 or 4.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from pms.accounts.ledger import AccountRow, lock_account
@@ -54,6 +55,7 @@ from pms.errors import (
     RetryableError,
     ValidationError,
 )
+from pms.exchange.ccxt_factory import RECV_WINDOW_MS
 from pms.exchange.errors import UnknownOrderState
 from pms.exchange.model import Exchange, ExchangeOrder, OrderRequest, TradeReport
 from pms.execution import views
@@ -83,13 +85,17 @@ _EXCHANGE_STATUS = {
 
 
 # The intent, with the id the context query drew (its clientOrderId derives from it); its
-# created_at/updated_at are the transaction's now(), which that query returned too.
+# created_at is the transaction's now(), which that query returned too. Its updated_at is
+# the moment of the INSERT (clock_timestamp(): the transaction may have started seconds
+# before, waiting for the account's lock or a price): the placement that follows is signed
+# within SIGN_WINDOW of its commit, and PENDING_GRACE counts from it.
 _INSERT_INTENT_SQL = """
 INSERT INTO orders (id, client_order_id, sub_account_id, symbol, side, type, qty, price,
-  reduce_only, post_only, time_in_force, leverage, status, filled_qty, origin, request_id)
+  reduce_only, post_only, time_in_force, leverage, status, filled_qty, origin, request_id,
+  updated_at)
 VALUES (%(id)s, %(client_order_id)s, %(sub_account_id)s, %(symbol)s, %(side)s, %(type)s,
   %(qty)s, %(price)s, %(reduce_only)s, %(post_only)s, %(time_in_force)s, %(leverage)s,
-  %(status)s, %(filled_qty)s, %(origin)s, %(request_id)s)
+  %(status)s, %(filled_qty)s, %(origin)s, %(request_id)s, clock_timestamp())
 """
 
 _REMEMBER_LEVERAGE_SQL = """
@@ -111,6 +117,10 @@ RETURNING id
 
 
 # Built once: the order row as locked (a copy already in the session is overwritten).
+_RESTAMP = text(
+    "UPDATE orders SET updated_at = clock_timestamp() WHERE id = :id AND status = 'PENDING_NEW'"
+    " RETURNING updated_at"
+)
 _LOCK_ORDER = (
     select(Order)
     .where(Order.id == bindparam("id"))
@@ -127,10 +137,16 @@ def remember_leverage(
     return _REMEMBER_LEVERAGE_SQL, params
 
 
-# An intent younger than this may still be on its way to the exchange (the signed request's
-# recvWindow, ccxt's 10 s, bounds how late it can arrive): not found there, it is neither
-# cancelled nor rejected here yet (cancel_order_id; order-sync).
-PENDING_GRACE = timedelta(seconds=10)
+# An intent's placement is signed within SIGN_WINDOW of the intent's stamp (its updated_at,
+# written just before the commit, or by a restamp before a placement again), or not sent at
+# all (OrderRequest.sign_by_ms), and the exchange processes a signed request at most its
+# recvWindow after its timestamp (RECV_WINDOW_MS), or 1 s early (Binance refuses timestamps
+# more than 1 s ahead of its clock). An intent stamped less than the sum ago, plus a second
+# for the commit and the clocks of this host and the database, may still be on its way to
+# the exchange: not found there, it is neither sent again (a resume waits it out), nor
+# cancelled, nor rejected (cancel_order_id; order-sync).
+SIGN_WINDOW = timedelta(seconds=1)
+PENDING_GRACE = SIGN_WINDOW + timedelta(milliseconds=RECV_WINDOW_MS) + timedelta(seconds=2)
 
 
 def client_order_id(order_id: int) -> str:
@@ -415,6 +431,9 @@ class OrderService:
             price=order.price,
             time_in_force=TimeInForce(order.time_in_force) if order.time_in_force else None,
             reduce_only=order.reduce_only,
+            # Called right after the intent's commit (or its restamp): signed within
+            # SIGN_WINDOW of that, or not sent (PENDING_GRACE counts from the stamp).
+            sign_by_ms=int((self._clock.now() + SIGN_WINDOW).timestamp() * 1000),
         )
         try:
             acked = self._exchange.create_order(request)
@@ -473,6 +492,18 @@ class OrderService:
             if order.status == OrderStatus.PENDING_NEW.value:
                 order.status = OrderStatus.NEW.value
                 order.updated_at = self._clock.now()
+            if (
+                OrderStatus(order.status).is_open
+                and acked.qty >= order.filled_qty
+                and acked.qty > 0
+                and (acked.qty, acked.price or order.price) != (order.qty, order.price)
+            ):
+                # Amended on the exchange while we were not listening (the stream's AMENDMENT
+                # lost): its quantity and price are the exchange's.
+                order.qty = acked.qty
+                if order.type == OrderType.LIMIT.value and acked.price > 0:
+                    order.price = acked.price
+                order.updated_at = self._clock.now()
             for trade in trades:
                 result = (
                     book_order_fill(s, account, order, trade, "rest")
@@ -509,8 +540,23 @@ class OrderService:
         """A redelivered command: continue from what was persisted, by clientOrderId."""
         log.info("resuming order from a previous delivery", orderId=order.id, status=order.status)
         found = self._exchange.fetch_order(order.symbol, order.client_order_id)
+        if found is None and order.status == OrderStatus.PENDING_NEW.value:
+            wait = (PENDING_GRACE - (self._clock.now() - order.updated_at)).total_seconds()
+            if wait > 0:
+                # The first delivery's request may still reach the exchange: sent again now,
+                # a market order would fill twice (its clientOrderId is free again once the
+                # first one is closed). Wait until it cannot arrive, then look again.
+                log.info("waiting out a placement that may still arrive", wait_s=wait)
+                time.sleep(wait)
+                found = self._exchange.fetch_order(order.symbol, order.client_order_id)
         if found is None:
             if order.status == OrderStatus.PENDING_NEW.value:
+                # Placed again: stamped first, so a delivery after this one waits out this
+                # placement in turn (and it is signed within SIGN_WINDOW of the stamp).
+                restamped = self._restamp(order.id)
+                if restamped is None:
+                    return self._resume_settled(order.id)
+                order.updated_at = restamped
                 return self._send(order)
             if not OrderStatus(order.status).is_open:
                 return views.order_view(order)  # settled already; nothing to resume
@@ -518,6 +564,18 @@ class OrderService:
                 f"exchange no longer reports order {order.id}; order-sync will settle it"
             )
         return self.record_exchange_state(order.id, found, sub_account_id=order.sub_account_id)
+
+    def _restamp(self, order_id: int) -> datetime | None:
+        """Record that a PENDING_NEW intent is being placed again (its updated_at, the
+        database's now); None if it is no longer PENDING_NEW (order-sync settled it)."""
+        with unit_of_work(self._factory) as s:
+            return s.execute(_RESTAMP, {"id": order_id}).scalar_one_or_none()
+
+    def _resume_settled(self, order_id: int) -> dict[str, Any]:
+        with unit_of_work(self._factory) as s:
+            order = s.get(Order, order_id)
+            assert order is not None
+            return views.order_view(order)
 
     @staticmethod
     def _find_by_request(s: Session, request_id: str, sub_account_id: int) -> Order | None:
@@ -560,13 +618,13 @@ class OrderService:
                 return views.order_view(order)
             symbol, coid = order.symbol, order.client_order_id
             placing = order.status == OrderStatus.PENDING_NEW.value
-            created_at = order.created_at
+            placed_at = order.updated_at  # a PENDING_NEW intent's: its last placement
         cancelled = self._exchange.cancel_order(symbol, coid)
         if cancelled is None:
             # Unknown to the exchange: it never arrived (or is long gone). Settle by fetching.
             found = self._exchange.fetch_order(symbol, coid)
             if found is None:
-                if placing and self._clock.now() - created_at < PENDING_GRACE:
+                if placing and self._clock.now() - placed_at < PENDING_GRACE:
                     # Its placement may still be on the way: closed here, it would rest on
                     # the exchange unknown to us and unmargined once it arrived.
                     raise ExchangeUnavailable(

@@ -7,7 +7,7 @@ Runs periodically (scheduler) and after every user-stream reconnect (streamer).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,17 +56,18 @@ def sync_orders(app: App, symbol: str | None = None) -> OrderSyncReport:
     now = app.clock.now()
     with unit_of_work(app.sessions) as s:
         query = select(
-            Order.id, Order.symbol, Order.client_order_id, Order.status, Order.created_at
+            Order.id, Order.symbol, Order.client_order_id, Order.status, Order.updated_at
         ).where(Order.status.in_([st.value for st in OrderStatus if st.is_open]))
         if symbol:
             query = query.where(Order.symbol == symbol)
         open_orders = s.execute(query.order_by(Order.id)).all()
     known = set()
-    for order_id, order_symbol, coid, status, created_at in open_orders:
+    # A PENDING_NEW intent's updated_at is when its placement was last decided.
+    for order_id, order_symbol, coid, status, placed_at in open_orders:
         known.add(coid)
         report.checked += 1
         try:
-            _sync_one(app, report, order_id, order_symbol, coid, status, now - created_at)
+            _sync_one(app, report, order_id, order_symbol, coid, status, now - placed_at)
         except PmsError as exc:
             report.errors.append(f"order {order_id}: {exc.code} {exc.message}")
     _find_unknown(app, report, known, symbol)
@@ -103,8 +104,15 @@ def _sync_one(
         if found.executed_qty > 0
         else []
     )
-    _book(app, report, trades)
+    _book(app, report, _ours(trades, coid))
     _settle(app, report, order_id, symbol, coid, status, found)
+
+
+def _ours(trades: list[TradeReport], coid: str) -> list[TradeReport]:
+    """The trades of one of our orders, read by its exchange order id, carrying its
+    clientOrderId: REST trades have none, and an order whose acknowledgement was lost has no
+    exchange order id in our books yet, so the booking could not tell they are its."""
+    return [t if t.client_order_id else replace(t, client_order_id=coid) for t in trades]
 
 
 def _book(app: App, report: OrderSyncReport, trades: list[TradeReport]) -> None:
@@ -206,7 +214,7 @@ def resync_order(app: App, order_id: int, since: datetime) -> OrderSyncReport:
     trades = app.exchange.fetch_order_trades_between(
         symbol, found.exchange_order_id, start_ms, app.clock.ms()
     )
-    _book(app, report, trades)
+    _book(app, report, _ours(trades, coid))
     _settle(app, report, order_id, symbol, coid, status, found)
     log.warning("order resynced", orderId=order_id, since=since.isoformat(), **report.as_dict())
     return report

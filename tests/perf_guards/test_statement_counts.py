@@ -36,9 +36,9 @@ def test_market_order_statement_and_exchange_call_counts(
     calls: list[str] = []
     real_call = app.exchange._call  # type: ignore[attr-defined]
 
-    def counting_call(action: str, method: str, params: dict[str, Any]) -> Any:
+    def counting_call(action: str, method: str, params: dict[str, Any], **kw: Any) -> Any:
         calls.append(method)
-        return real_call(action, method, params)
+        return real_call(action, method, params, **kw)
 
     def order() -> dict[str, Any]:
         return t.send(

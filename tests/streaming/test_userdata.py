@@ -209,9 +209,9 @@ def test_market_order_fill_is_booked_by_the_stream_while_it_is_connected(
     calls: list[str] = []
     real_call = app.exchange._call  # type: ignore[attr-defined]
 
-    def counting_call(action: str, method: str, params: dict[str, Any]) -> Any:
+    def counting_call(action: str, method: str, params: dict[str, Any], **kw: Any) -> Any:
         calls.append(method)
-        return real_call(action, method, params)
+        return real_call(action, method, params, **kw)
 
     app.exchange._call = counting_call  # type: ignore[attr-defined]
     try:

@@ -143,6 +143,7 @@ def test_intent_that_never_reached_the_exchange_is_closed(app: App, desk: Trader
                 status="PENDING_NEW",
                 filled_qty=D(0),
                 created_at=app.clock.now() - timedelta(minutes=5),
+                updated_at=app.clock.now() - timedelta(minutes=5),
             )
         )
     report = sync_orders(app)
