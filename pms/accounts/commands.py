@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from pms.accounts import service
-from pms.accounts.freeze import lift_liquidation_freeze
+from pms.accounts.freeze import lift_liquidation_freeze, remember_liquidation_freeze
 from pms.accounts.ledger import lock_account
 from pms.clock import Clock
 from pms.commands import schemas as cmd
@@ -149,15 +149,23 @@ class AccountCommands:
             account = lock_account(s, c.subAccountId)
             if account.is_house:
                 raise Forbidden("the house account cannot be frozen")
-            account.status = AccountStatus.FROZEN.value
+            if not (
+                account.status == AccountStatus.LIQUIDATING.value
+                and remember_liquidation_freeze(s, account.id)
+            ):
+                account.status = AccountStatus.FROZEN.value
+            status = account.status
             ids = self._orders.open_order_ids(s, c.subAccountId)
         cancelled = self._orders.cancel_ids(ids)["cancelled"] if ids else []
         self._notify.event(
-            EventType.RISK_UPDATE, c.subAccountId, {"status": "FROZEN", "reason": c.reason}
+            EventType.RISK_UPDATE,
+            c.subAccountId,
+            {"status": status, "frozen": True, "reason": c.reason},
         )
         return {
             "subAccountId": c.subAccountId,
-            "status": "FROZEN",
+            "status": status,
+            "frozen": True,
             "cancelledOrders": len(cancelled),
         }
 

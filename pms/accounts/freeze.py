@@ -3,7 +3,9 @@
 A liquidation makes a FROZEN account LIQUIDATING and remembers the freeze in its
 ``liquidation_events`` row (``details.frozen``); its end puts FROZEN back
 (pms.riskengine.enforce). While it runs the account's status says LIQUIDATING, so the freeze
-is read from (and lifted in) the account's latest liquidation event.
+is read from, set in and lifted in the account's latest liquidation event: a freeze must not
+overwrite LIQUIDATING (a liquidation runs to the end, and the engine takes it up again only
+while the status says so).
 """
 
 from __future__ import annotations
@@ -48,4 +50,17 @@ def lift_liquidation_freeze(s: Session, sub_account_id: int) -> bool:
     if event is None or not event.details.get("frozen"):
         return False
     event.details = {**event.details, "frozen": False, "unfrozen": True}
+    return True
+
+
+def remember_liquidation_freeze(s: Session, sub_account_id: int) -> bool:
+    """Freeze a LIQUIDATING account without ending its liquidation (caller holds the
+    account's lock): the status stays LIQUIDATING, so the liquidation is taken up again until
+    it is done, and its latest event remembers the freeze, which its end puts back. False if
+    the account has no liquidation to remember it in."""
+    event = latest_liquidation(s, sub_account_id, lock=True)
+    if event is None:
+        return False
+    details = {k: v for k, v in event.details.items() if k != "unfrozen"}
+    event.details = {**details, "frozen": True}
     return True
