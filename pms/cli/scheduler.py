@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--order-sync-sec", type=float, default=30.0)
     parser.add_argument("--position-sync-sec", type=float, default=60.0)
     parser.add_argument(
-        "--funding-sec", type=float, default=60.0, help="how often funding settlement runs"
+        "--funding-sec", type=float, default=300.0, help="how often funding settlement runs"
     )
     parser.add_argument(
         "--lock-ttl-ms", type=int, default=5_000, help="a dead leader is replaced after this long"

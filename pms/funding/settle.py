@@ -1,7 +1,7 @@
 """Funding settlement: each symbol's funding at each funding time, read from the exchange and
 shared out to the sub-accounts that held the symbol at that time, exactly once.
 
-Runs periodically (the scheduler's ``settle_funding`` job on ``pms.sync``, every minute), and
+Runs periodically (the scheduler's ``settle_funding`` job on ``pms.sync``, every 5 minutes), and
 is safe to run twice at once or again later:
 
 1. **What to settle.** The symbols some sub-account holds, or held since the last settlement
@@ -9,10 +9,12 @@ is safe to run twice at once or again later:
    settled one (for a symbol never settled: from the opening of its earliest position still
    relevant, at most :data:`FIRST_LOOKBACK` back) up to :data:`SETTLE_AFTER` ago: fills
    traded before a funding time but booked after it (the stream is milliseconds behind,
-   order-sync up to its period) then count.
+   order-sync up to its period) then count. A symbol settled less than :data:`MIN_INTERVAL`
+   ago is not asked about.
 2. **Rates and what the exchange moved.** ``GET /fapi/v1/fundingRate`` gives each funding's
    rate and mark; ``GET /fapi/v1/income`` (``FUNDING_FEE``) what the master account was
-   paid or charged for it.
+   paid or charged for it. While the books held the symbol, a funding without its income
+   record yet waits for it (up to :data:`INCOME_WAIT`), and the later ones behind it.
 3. **Holdings at the funding time.** Each sub-account's position then: its open position
    less the fills it traded after the funding time (one statement, one snapshot; the house
    holds positions too).
@@ -46,7 +48,7 @@ from pms.db.models import FundingSettlement, Position
 from pms.db.session import unit_of_work
 from pms.domain.enums import LedgerKind
 from pms.domain.numbers import to_wire
-from pms.errors import PmsError
+from pms.errors import PmsError, RateLimited
 from pms.exchange.model import FundingIncome, FundingRate
 from pms.execution import views
 from pms.execution.booking import absorb_shortfall
@@ -55,10 +57,18 @@ from pms.messaging.events import EventType
 
 log = structlog.get_logger(__name__)
 
-SETTLE_AFTER = timedelta(seconds=60)
+SETTLE_AFTER = timedelta(minutes=3)
 FIRST_LOOKBACK = timedelta(days=7)
-# The exchange's income record of a funding carries the funding time, give or take.
-INCOME_SLACK_MS = 60_000
+# The exchange's income record of a funding carries the funding time, or a little after it
+# (Binance: up to a minute's deviation in the actual transaction time).
+INCOME_BEFORE_MS = 5_000
+INCOME_AFTER_MS = 5 * 60_000
+# While the books hold the symbol at a funding time, the master account must have been
+# charged or paid: without its income record yet, the funding waits this long for it (then
+# it is settled as nothing moved, the house taking the sub-accounts' share as residual).
+INCOME_WAIT = timedelta(minutes=30)
+# Binance's shortest funding interval: no symbol has a funding sooner after its last one.
+MIN_INTERVAL = timedelta(hours=1)
 
 Event = tuple[EventType, int, dict[str, Any]]
 
@@ -77,10 +87,12 @@ SELECT sub_account_id, sum(q) FROM (
 @dataclass
 class FundingReport:
     settled: list[dict[str, Any]] = field(default_factory=list)
+    # Funding times whose income record the next runs wait for ("{symbol}@{ms}").
+    waiting: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"settled": self.settled, "errors": self.errors}
+        return {"settled": self.settled, "waiting": self.waiting, "errors": self.errors}
 
 
 def _ms(at: datetime) -> int:
@@ -109,79 +121,125 @@ GROUP BY p.symbol, f.last
 )
 
 
-def due(s: Session, now: datetime) -> dict[str, int]:
-    """The symbols to look at and, for each, the first funding time (ms) not yet settled:
+def due(s: Session, now: datetime) -> dict[str, tuple[int, datetime | None]]:
+    """The symbols to look at and, for each, the first funding time (ms) not yet settled and
+    the last settled one (None: never):
     those held now, or held since the symbol's last settlement (never settled: within
     :data:`FIRST_LOOKBACK`), from just after that settlement (never settled: from the
     opening of the earliest such position)."""
     lookback = now - FIRST_LOOKBACK
     out = {}
     for symbol, opened, last in s.execute(_DUE, {"lookback": lookback}):
-        out[symbol] = _ms(last) + 1 if last is not None else _ms(max(opened, lookback))
+        start = _ms(last) + 1 if last is not None else _ms(max(opened, lookback))
+        out[symbol] = (start, last)
     return out
 
 
-def settle_funding(app: App, symbol: str | None = None) -> FundingReport:
-    """Settle every funding time due (of ``symbol`` only, when given)."""
+def settle_funding(
+    app: App, symbol: str | None = None, *, min_interval: timedelta = MIN_INTERVAL
+) -> FundingReport:
+    """Settle every funding time due (of ``symbol`` only, when given). A symbol settled less
+    than ``min_interval`` ago is not asked about (the simulator's admin settlements may come
+    minutes apart: its tests pass a shorter one)."""
     report = FundingReport()
     now = app.clock.now()
     until_ms = _ms(now - SETTLE_AFTER)
     with unit_of_work(app.sessions) as s:
         starts = due(s, now)
-    for sym, start_ms in sorted(starts.items()):
+    for sym, (start_ms, last) in sorted(starts.items()):
         if symbol is not None and sym != symbol:
             continue
-        if start_ms > until_ms:
-            continue
+        if start_ms > until_ms or (last is not None and _ms(last + min_interval) > until_ms):
+            continue  # settled less than an hour ago: no funding can have come since
         try:
-            # From a little earlier: the fundings just before these are what an income
-            # record near the first of them may belong to instead.
-            known = app.exchange.fetch_funding_rates(sym, start_ms - INCOME_SLACK_MS, until_ms)
-            rates = [r for r in known if r.funding_time_ms >= start_ms]
-            if not rates:
-                continue
-            incomes = app.exchange.fetch_funding_income(
-                sym,
-                rates[0].funding_time_ms - INCOME_SLACK_MS,
-                rates[-1].funding_time_ms + INCOME_SLACK_MS,
-            )
-            amounts = _incomes_by_funding(known, incomes)
-            for rate in rates:
-                settled = settle_one(app, rate, amounts.get(rate.funding_time_ms, Decimal(0)))
-                if settled is not None:
-                    report.settled.append(settled)
-        except PmsError as exc:
-            # The next run starts again from this symbol's last settled funding time.
-            report.errors.append(f"{sym}: {exc.code} {exc.message}")
-    if report.settled or report.errors:
+            _settle_symbol(app, report, sym, start_ms, until_ms, now)
+        except RateLimited as exc:
+            # Calling on after a 429 is what earns an IP ban (418), which would stop every
+            # call of the engine, orders and liquidations included: the next run goes on.
+            report.errors.append(f"{sym}: {exc.code} {exc.message}; run stopped")
+            break
+        except Exception as exc:  # one symbol's failure must not starve the others
+            log.exception("funding settlement of a symbol failed", symbol=sym)
+            code = exc.code if isinstance(exc, PmsError) else type(exc).__name__
+            report.errors.append(f"{sym}: {code} {exc}")
+    if report.settled or report.errors or report.waiting:
         log.info("funding settled", **report.as_dict())
     return report
+
+
+def _settle_symbol(
+    app: App, report: FundingReport, symbol: str, start_ms: int, until_ms: int, now: datetime
+) -> None:
+    """The funding times of one symbol from ``start_ms`` to ``until_ms``, oldest first; stops
+    at one whose income record must still be waited for (a later one settled first would
+    leave it behind for good: a symbol is due from its last settled funding time)."""
+    # From a little earlier: the fundings just before these are what an income record near
+    # the first of them may belong to instead.
+    known = app.exchange.fetch_funding_rates(symbol, start_ms - INCOME_AFTER_MS, until_ms)
+    rates = [r for r in known if r.funding_time_ms >= start_ms]
+    if not rates:
+        return
+    incomes = app.exchange.fetch_funding_income(
+        symbol,
+        rates[0].funding_time_ms - INCOME_BEFORE_MS,
+        rates[-1].funding_time_ms + INCOME_AFTER_MS,
+    )
+    amounts = _incomes_by_funding(known, incomes)
+    for rate in rates:
+        waited = now - _at(rate.funding_time_ms) >= INCOME_WAIT
+        try:
+            settled = settle_one(app, rate, amounts.get(rate.funding_time_ms), waited=waited)
+        except IncomeNotYetSeen:
+            report.waiting.append(f"{symbol}@{rate.funding_time_ms}")
+            return
+        if settled is not None:
+            report.settled.append(settled)
 
 
 def _incomes_by_funding(
     rates: list[FundingRate], incomes: list[FundingIncome]
 ) -> dict[int, Decimal]:
-    """What the master account was paid or charged at each funding time (absent: it held
-    nothing). An income record carries its funding's time; one that does not goes to the
-    funding time nearest it, within :data:`INCOME_SLACK_MS`."""
+    """What the master account was paid or charged at each funding time, for those it has
+    an income record of. A record carries its funding's time; one that does not goes to the
+    latest funding time before it (within :data:`INCOME_AFTER_MS`), else to one just after it
+    (within :data:`INCOME_BEFORE_MS`)."""
     out: dict[int, Decimal] = {}
-    times = [r.funding_time_ms for r in rates]
-    if not times:
-        return out
+    times = sorted(r.funding_time_ms for r in rates)
+    exact = set(times)
     for income in incomes:
-        nearest = min(times, key=lambda t: abs(t - income.time_ms))
-        if abs(nearest - income.time_ms) <= INCOME_SLACK_MS:
-            out[nearest] = out.get(nearest, Decimal(0)) + income.amount
+        t = income.time_ms
+        if t in exact:
+            funding: int | None = t
+        else:
+            before = [f for f in times if t - INCOME_AFTER_MS <= f < t]
+            after = [f for f in times if t < f <= t + INCOME_BEFORE_MS]
+            funding = before[-1] if before else (after[0] if after else None)
+        if funding is not None:
+            out[funding] = out.get(funding, Decimal(0)) + income.amount
     return out
 
 
-def settle_one(app: App, rate: FundingRate, exchange_amount: Decimal) -> dict[str, Any] | None:
-    """Settle one funding time of one symbol; None if it was settled already."""
+class IncomeNotYetSeen(Exception):
+    """The books held the symbol at a funding time the exchange shows no income for yet."""
+
+
+def settle_one(
+    app: App, rate: FundingRate, exchange_amount: Decimal | None, *, waited: bool = True
+) -> dict[str, Any] | None:
+    """Settle one funding time of one symbol; None if it was settled already.
+
+    ``exchange_amount``: what the master account was paid or charged (None: no income record
+    of it). Without one while the books held the symbol, :class:`IncomeNotYetSeen` unless
+    ``waited`` (then it is taken as nothing moved)."""
     at = _at(rate.funding_time_ms)
     ref = f"{rate.symbol}@{rate.funding_time_ms}"
     events: list[Event] = []
     with unit_of_work(app.sessions) as s:
         holdings = holdings_at(s, rate.symbol, at)
+        if exchange_amount is None:
+            if sum(holdings.values(), start=Decimal(0)) != 0 and not waited:
+                raise IncomeNotYetSeen(ref)
+            exchange_amount = Decimal(0)
         mark = rate.mark_price or implied_mark(
             exchange_amount, sum(holdings.values(), start=Decimal(0)), rate.rate
         )

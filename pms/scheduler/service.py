@@ -30,7 +30,7 @@ class Job:
     interval_s: float
 
 
-DEFAULT_JOBS = (Job("sync_orders", 30), Job("sync_positions", 60), Job("settle_funding", 60))
+DEFAULT_JOBS = (Job("sync_orders", 30), Job("sync_positions", 60), Job("settle_funding", 300))
 
 
 class SchedulerService:

@@ -22,7 +22,14 @@ from pms.db import migrate
 from pms.db.models import FundingSettlement, LedgerEntry, Position, SubAccount
 from pms.db.session import unit_of_work
 from pms.exchange.model import FundingRate
-from pms.funding.settle import SETTLE_AFTER, due, settle_funding, settle_one
+from pms.funding.settle import (
+    SETTLE_AFTER,
+    FundingReport,
+    IncomeNotYetSeen,
+    due,
+    settle_funding,
+    settle_one,
+)
 from pms.sim.runner import SimServer
 from tests.conftest import create_database, drop_database
 from tests.factories import new_user
@@ -118,8 +125,14 @@ def settle_on_the_exchange(sim: SimServer) -> int:
 
 
 def later(clock: TestClock) -> None:
-    """Past the settlement delay (fills traded before a funding time are booked by then)."""
+    """Past the settlement delay: fills traded before a funding time are booked by then."""
     clock.advance(SETTLE_AFTER.total_seconds() + 1)
+
+
+def settle(app: App) -> FundingReport:
+    """The scheduler's run, for fundings the simulator settles minutes apart (Binance's come
+    an hour or more apart: a symbol settled less than that ago is not asked about)."""
+    return settle_funding(app, min_interval=timedelta(0))
 
 
 def test_each_holder_pays_or_receives_on_its_position_and_the_wallets_follow_the_master(
@@ -132,7 +145,7 @@ def test_each_holder_pays_or_receives_on_its_position_and_the_wallets_follow_the
 
     settle_on_the_exchange(sim)  # master net long 0.3 at 60,000: charged 1.8
     later(clock)
-    report = settle_funding(app)
+    report = settle(app)
 
     assert report.errors == []
     [settled] = report.settled
@@ -146,7 +159,7 @@ def test_each_holder_pays_or_receives_on_its_position_and_the_wallets_follow_the
     assert funding_entries(app, flat.sub_account_id) == []
     assert wallets(app) - before_books == master_wallet(sim) - before_master == D("-1.8")
 
-    again = settle_funding(app)
+    again = settle(app)
     assert again.settled == [] and again.errors == []
     assert funding_entries(app, long_.sub_account_id) == [("funding", D("-3"))], "once"
 
@@ -175,7 +188,7 @@ def test_the_position_held_at_the_funding_time_pays_not_the_one_held_now(
     late = trader(app, "0.4", "BUY")
 
     later(clock)
-    report = settle_funding(app)
+    report = settle(app)
 
     assert report.errors == [] and len(report.settled) == 1
     assert funding_entries(app, early.sub_account_id) == [("funding", D("-2.4"))]
@@ -197,7 +210,7 @@ def test_what_the_books_do_not_explain_is_the_houses(
     finally:
         sim.admin("/sim/positions/adjust", {"symbol": "BTCUSDT", "qty": "-0.1"})
     later(clock)
-    [settled] = settle_funding(app).settled
+    [settled] = settle(app).settled
 
     assert (settled["exchangeAmount"], settled["allocated"], settled["houseResidual"]) == (
         "-2.4",
@@ -212,9 +225,83 @@ def test_what_the_books_do_not_explain_is_the_houses(
     trade(holder, "SELL", "0.3")
 
 
+def test_a_funding_waits_for_its_income_record_rather_than_settle_it_as_nothing(
+    app: App, sim: SimServer, clock: TestClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The books hold 0.3 at the funding time but the exchange shows no income record for it
+    yet (Binance's funding transaction may come up to a minute late): taken as "the master
+    held nothing", the house would have paid the holder's funding for good, and the record
+    that then appears never booked. The funding waits (and the later ones behind it)."""
+    holder = trader(app, "0.3", "BUY")
+    before_books, before_master = wallets(app), master_wallet(sim)
+    at_ms = settle_on_the_exchange(sim)
+    real = app.exchange.fetch_funding_income
+    monkeypatch.setattr(app.exchange, "fetch_funding_income", lambda *a, **k: [])
+    clock.set(datetime.fromtimestamp(at_ms / 1000, UTC) + SETTLE_AFTER + timedelta(minutes=1))
+
+    first = settle(app)
+
+    assert (first.settled, first.waiting, first.errors) == ([], [f"{BTC}@{at_ms}"], [])
+    assert funding_entries(app, holder.sub_account_id) == []
+    monkeypatch.setattr(app.exchange, "fetch_funding_income", real)
+    clock.advance(60)
+    [settled] = settle(app).settled
+    assert (settled["exchangeAmount"], settled["houseResidual"]) == ("-1.8", "0")
+    assert wallets(app) - before_books == master_wallet(sim) - before_master == D("-1.8")
+    trade(holder, "SELL", "0.3")
+
+
+def test_a_funding_without_an_income_record_after_the_wait_is_the_houses(app: App) -> None:
+    """Half an hour on, still no record: the master held nothing (its position and the books
+    disagree: position-sync reports that), the house takes the holders' share as residual so
+    the wallets together still move with the master's (not at all)."""
+    holder = trader(app, "0.1", "BUY")
+    at_ms = int(time.time() * 1000)  # a funding time of our own, after the buy
+    rate = FundingRate(symbol=BTC, funding_time_ms=at_ms, rate=D("0.0001"), mark_price=D("60000"))
+    with pytest.raises(IncomeNotYetSeen):
+        settle_one(app, rate, None, waited=False)
+    settled = settle_one(app, rate, None, waited=True)
+    assert settled is not None
+    assert (settled["exchangeAmount"], settled["allocated"], settled["houseResidual"]) == (
+        "0",
+        "-0.6",
+        "0.6",
+    )
+    trade(holder, "SELL", "0.1")
+
+
+def test_a_symbol_settled_less_than_an_hour_ago_is_not_asked_about(
+    app: App, sim: SimServer, clock: TestClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Binance's shortest funding interval is an hour, and GET /fapi/v1/fundingRate has a
+    limit of its own (500 requests / 5 min / IP): a run every few minutes asked it for every
+    held symbol each time."""
+    holder = trader(app, "0.3", "BUY")
+    at_ms = settle_on_the_exchange(sim)
+    clock.set(datetime.fromtimestamp(at_ms / 1000, UTC) + SETTLE_AFTER + timedelta(seconds=1))
+    assert len(settle(app).settled) == 1
+    calls: list[str] = []
+    real = app.exchange.fetch_funding_rates
+
+    def counted(symbol: str, start_ms: int, end_ms: int) -> list[FundingRate]:
+        calls.append(symbol)
+        return real(symbol, start_ms, end_ms)
+
+    monkeypatch.setattr(app.exchange, "fetch_funding_rates", counted)
+    for _ in range(10):  # ten more minutes of runs
+        clock.advance(60)
+        report = settle_funding(app)
+        assert report.settled == [] and report.errors == []
+    assert calls == []
+    clock.advance(3600)
+    settle_funding(app)
+    assert calls == [BTC], "asked again once an hour has passed"
+    trade(holder, "SELL", "0.3")
+
+
 def test_one_funding_time_settled_by_two_workers_at_once_is_booked_once(app: App) -> None:
     holder = trader(app, "0.25", "BUY")
-    at_ms = app.clock.ms() + 1  # a funding time of our own: the holder held 0.25 then
+    at_ms = int(time.time() * 1000)  # a funding time of our own (the exchange's clock): held
     rate = FundingRate(symbol=BTC, funding_time_ms=at_ms, rate=D("0.0002"), mark_price=D("60000"))
     barrier = threading.Barrier(2)
     results: list[object] = []
@@ -320,4 +407,4 @@ def test_a_symbol_behind_the_others_is_still_due_from_its_own_last_settlement(ap
     with unit_of_work(app.sessions) as s:
         starts = due(s, now)
     eth_last = now - timedelta(hours=3)
-    assert starts[eth] == int(eth_last.timestamp() * 1000) + 1
+    assert starts[eth][0] == int(eth_last.timestamp() * 1000) + 1
