@@ -8,6 +8,8 @@ load they queue while the previous take is applied, so the cost per fill falls a
 rises, without waiting for a batch to fill). If that transaction fails, each event is applied
 on its own; a failed event (Postgres restarting) is retried with backoff, not dropped; at
 shutdown whatever is left is logged: order-sync books it later (trade ids make it safe).
+Publishing a committed take's events (Redis restarting) is retried on its own, with backoff:
+applied again, its fills would be found booked and their events never sent.
 
 * ``x == TRADE`` → :func:`pms.execution.booking.book_fills` (idempotent by symbol + trade id,
   so a fill seen on the stream and via REST/order-sync is booked once), then
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +38,7 @@ from pms.db.models import Order
 from pms.db.session import unit_of_work
 from pms.domain.enums import OrderStatus
 from pms.execution import views
-from pms.execution.booking import book_fills
+from pms.execution.booking import Booked, book_fills
 from pms.execution.notify import Notifier
 from pms.streaming.status import FILLS
 from pms.streaming.userdata import AccountUpdate, OrderUpdate
@@ -95,6 +98,14 @@ def apply_order_update(
 MAX_BATCH = 100
 
 
+@dataclass(frozen=True, slots=True)
+class _Notes:
+    """What a committed take has to publish: its bookings and the order views that changed."""
+
+    done: list[Booked]
+    views: list[dict[str, Any] | None]
+
+
 class FillSink:
     """Implements :class:`pms.streaming.userdata.UserEventSink`."""
 
@@ -146,11 +157,13 @@ class FillSink:
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._to_thread(self.handle_batch, batch)
+                notes = await self._to_thread(self.apply_batch, batch)
             except Exception:
                 log.exception("user events not applied together; applying one by one")
                 for update in batch:
                     await self._apply_one(update)
+            else:
+                await self._publish(notes)
             for _ in batch:
                 self._queue.task_done()
 
@@ -158,8 +171,8 @@ class FillSink:
         delay = 0.1
         while True:
             try:
-                await self._to_thread(self.handle, update)
-                return
+                notes = await self._to_thread(self.apply_batch, [update])
+                break
             except Exception:
                 log.exception(
                     "user event not applied; retrying",
@@ -167,6 +180,20 @@ class FillSink:
                     x=update.execution_type,
                 )
                 await asyncio.sleep(delay)
+                delay = min(self._retry_max_s, delay * 2)
+        await self._publish(notes)
+
+    async def _publish(self, notes: _Notes) -> None:
+        """Publish what a committed take booked, retried with backoff until Redis takes it:
+        applied again instead, its fills would be found booked and their events never sent."""
+        delay = 0.1
+        while True:
+            try:
+                await self._to_thread(self.publish, notes)
+                return
+            except Exception:
+                log.exception("booked events not published; retrying", bookings=len(notes.done))
+                await self._sleep(delay)
                 delay = min(self._retry_max_s, delay * 2)
 
     async def drain(self, timeout: float) -> int:
@@ -185,7 +212,18 @@ class FillSink:
         self.handle_batch([update])
 
     def handle_batch(self, updates: list[OrderUpdate]) -> None:
-        """Blocking: the events of one take in one transaction; their events after the commit.
+        """Blocking: :meth:`apply_batch`, then :meth:`publish`."""
+        self.publish(self.apply_batch(updates))
+
+    def publish(self, notes: _Notes) -> None:
+        """The events and position caches of a committed take."""
+        self._notifier.booked_many(notes.done)
+        for view in notes.views:
+            if view is not None:
+                self._notifier.order(view)
+
+    def apply_batch(self, updates: list[OrderUpdate]) -> _Notes:
+        """Blocking: the events of one take in one transaction; what to publish after it.
 
         The fills first, booked together in arrival order (:func:`book_fills`), then the
         fill-less updates in arrival order: a closing status is taken only once the fills it
@@ -219,7 +257,4 @@ class FillSink:
                 clientOrderId=trade.client_order_id,
                 tradeId=trade.trade_id,
             )
-        self._notifier.booked_many(done)
-        for view in views:
-            if view is not None:
-                self._notifier.order(view)
+        return _Notes(done, views)

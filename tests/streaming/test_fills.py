@@ -145,11 +145,11 @@ def test_a_take_that_fails_is_applied_event_by_event(app: App) -> None:
     class FailingTogether(FillSink):
         takes: list[int] = []
 
-        def handle_batch(self, updates: list[OrderUpdate]) -> None:
+        def apply_batch(self, updates: list[OrderUpdate]) -> Any:
             self.takes.append(len(updates))
             if len(updates) > 1:
                 raise RuntimeError("deadlock detected")  # as Postgres might answer
-            super().handle_batch(updates)
+            return super().apply_batch(updates)
 
     async def to_thread(fn: Any, *args: Any) -> Any:
         return fn(*args)
@@ -169,6 +169,54 @@ def test_a_take_that_fails_is_applied_event_by_event(app: App) -> None:
     assert sink.booked == 3
 
 
+def test_events_of_a_committed_take_are_published_once_redis_is_back(app: App) -> None:
+    """Redis refused the events of a committed take: the take used to be applied again
+    event by event, each fill found booked already, and their events (trade_fill,
+    position_update, balance_update) and position caches were never published. Only the
+    publishing is retried now."""
+    a, _ = funded_account(app.sessions, "5000")
+    coids = [pending_order(app, a, f"p{n}") for n in range(2)]
+    t = uuid.uuid4().hex[:8]
+    published: list[int] = []
+
+    class RedisDownTwice:
+        def __init__(self) -> None:
+            self.failures = 2
+
+        def booked_many(self, bookings: Any) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("Redis is restarting")
+            bookings = list(bookings)
+            published.append(len(bookings))
+            app.notifier.booked_many(bookings)
+
+        def order(self, view: dict[str, Any]) -> None:
+            app.notifier.order(view)
+
+    async def to_thread(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    sink = FillSink(
+        app.sessions, RedisDownTwice(), SystemClock(), to_thread=to_thread, sleep=no_wait
+    )  # type: ignore[arg-type]
+
+    async def main() -> None:
+        for n, coid in enumerate(coids):
+            sink.order_update(update(coid, f"p{n}", f"{t}-{n}"))
+        runner = asyncio.create_task(sink.run())
+        assert await sink.drain(5) == 0
+        runner.cancel()
+
+    asyncio.run(main())
+    assert published == [2], "published once, both bookings together, after two refusals"
+    assert (sink.booked, sink.duplicates) == (2, 0)
+    assert [state(app, c)[2] for c in coids] == [[f"{t}-{n}"] for n in range(2)]
+
+
 def test_a_lone_event_waits_for_the_ones_right_behind_it(app: App) -> None:
     a, _ = funded_account(app.sessions, "5000")
     coids = [pending_order(app, a, f"l{n}") for n in range(3)]
@@ -177,9 +225,9 @@ def test_a_lone_event_waits_for_the_ones_right_behind_it(app: App) -> None:
     lingered: list[float] = []
 
     class Counting(FillSink):
-        def handle_batch(self, updates: list[OrderUpdate]) -> None:
+        def apply_batch(self, updates: list[OrderUpdate]) -> Any:
             takes.append(len(updates))
-            super().handle_batch(updates)
+            return super().apply_batch(updates)
 
     async def to_thread(fn: Any, *args: Any) -> Any:
         return fn(*args)
