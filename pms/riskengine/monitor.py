@@ -210,19 +210,31 @@ class RiskMonitor:
                 for i in wanted
                 if max(self._read_at.get(i, 0), self._full_at) < ticket
             }
+            flat: dict[int, AccountBook] = {}
             for sub_account_id, book in fresh.items():
                 self._read_at[sub_account_id] = ticket
                 self._unindex(sub_account_id)
-                if book is None or not book.symbols:
+                if book is None:
                     self.books.pop(sub_account_id, None)
                     continue
                 self.books[sub_account_id] = book
-                self._index(book)
                 self._seen.setdefault(sub_account_id, _Seen(book.tier, Decimal(0)))
+                if not book.symbols:
+                    # Evaluated once more before it goes (its ratio is 0): an account closed
+                    # out of RESTRICTED or WARNING must have that tier change enforced (its
+                    # status restored) and its risk document rewritten.
+                    flat[sub_account_id] = book
+                    continue
+                self._index(book)
             self._seed_marks({s for b in fresh.values() if b for s in b.symbols})
             present = [i for i in wanted if i in self.books]
         if present:
             self._evaluate(present)
+        if flat:
+            with self._lock:
+                for sub_account_id, book in flat.items():
+                    if self.books.get(sub_account_id) is book:  # not replaced meanwhile
+                        del self.books[sub_account_id]
         self._ask_trims(wanted)
 
     def _ask_trims(self, ids: Iterable[int]) -> None:
