@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pms.accounts import service
@@ -12,11 +13,11 @@ from pms.accounts.freeze import lift_liquidation_freeze, remember_liquidation_fr
 from pms.accounts.ledger import lock_account
 from pms.clock import Clock
 from pms.commands import schemas as cmd
-from pms.db.models import RiskRules, SubAccount
+from pms.db.models import LedgerEntry, RiskRules, SubAccount
 from pms.db.session import unit_of_work
-from pms.domain.enums import AccountStatus
+from pms.domain.enums import AccountStatus, LedgerKind
 from pms.domain.numbers import to_wire
-from pms.errors import Forbidden, ValidationError
+from pms.errors import DuplicateRequest, Forbidden, ValidationError
 from pms.execution import views
 from pms.execution.context import open_orders, open_positions
 from pms.execution.context import rules_view as rules_view_of
@@ -73,8 +74,19 @@ class AccountCommands:
         self._instruments = instruments
 
     def create(self, c: cmd.CreateSubAccount) -> dict[str, Any]:
+        """A new sub-account; the one this request created already, if a delivery before
+        this one got that far (its result not stored: the command is still open)."""
         with unit_of_work(self._factory) as s:
-            account = service.create_sub_account(s, c.userId, c.name)
+            account = s.execute(
+                select(SubAccount).where(SubAccount.request_id == c.requestId)
+            ).scalar_one_or_none()
+            if account is not None:
+                if (account.owner_user_id, account.name) != (c.userId.strip(), c.name.strip()):
+                    raise DuplicateRequest(
+                        f"requestId {c.requestId} was already used for a different command"
+                    )
+            else:
+                account = service.create_sub_account(s, c.userId, c.name, request_id=c.requestId)
             return {
                 "subAccountId": account.id,
                 "name": account.name,
@@ -91,6 +103,17 @@ class AccountCommands:
         with unit_of_work(self._factory) as s:
             account = lock_account(s, c.subAccountId)
             authorize(account, c.userId, c.is_admin)
+            done = self._moved_already(s, c, amount, deposit=deposit)
+            if done is not None:
+                # A delivery before this one moved the money; its result was not stored (the
+                # command is still open): answered from what it did, nothing moves again.
+                balance = {
+                    "balance": to_wire(done.balance_after),
+                    "change": to_wire(done.amount),
+                    "reason": "deposit" if deposit else "withdrawal",
+                }
+                self._notify.event(EventType.BALANCE_UPDATE, c.subAccountId, balance)
+                return {"subAccountId": c.subAccountId, "balance": balance["balance"]}
             if deposit:
                 entry = service.deposit(s, c.subAccountId, amount, request_id=c.requestId)
             else:
@@ -106,6 +129,30 @@ class AccountCommands:
             )
         self._notify.event(EventType.BALANCE_UPDATE, c.subAccountId, balance)
         return {"subAccountId": c.subAccountId, "balance": balance["balance"]}
+
+    @staticmethod
+    def _moved_already(
+        s: Session, c: cmd.Deposit | cmd.Withdraw, amount: Decimal, *, deposit: bool
+    ) -> LedgerEntry | None:
+        """The entry this request posted already, if any; DuplicateRequest if the request id
+        posted something else (the runner's own check cannot tell once its claim was lost)."""
+        entry = s.execute(
+            select(LedgerEntry).where(
+                LedgerEntry.sub_account_id == c.subAccountId,
+                LedgerEntry.kind.in_((LedgerKind.DEPOSIT.value, LedgerKind.WITHDRAWAL.value)),
+                LedgerEntry.ref_type == "request",
+                LedgerEntry.ref_id == c.requestId,
+            )
+        ).scalar_one_or_none()
+        if entry is None:
+            return None
+        kind = LedgerKind.DEPOSIT if deposit else LedgerKind.WITHDRAWAL
+        if entry.kind != kind.value or abs(entry.amount) != amount:
+            raise DuplicateRequest(
+                f"requestId {c.requestId} was already used for a different command",
+                {"actor": "deposit" if entry.kind == LedgerKind.DEPOSIT.value else "withdraw"},
+            )
+        return entry
 
     def _available_at_marks(self, s: Session, account: SubAccount) -> Decimal | None:
         """Equity minus initial margin at current marks (None with nothing open)."""

@@ -50,7 +50,9 @@ def _positive(amount: Decimal, what: str) -> Decimal:
     return amount
 
 
-def create_sub_account(session: Session, user_id: str, name: str) -> SubAccount:
+def create_sub_account(
+    session: Session, user_id: str, name: str, *, request_id: str | None = None
+) -> SubAccount:
     user_id = user_id.strip()
     name = name.strip()
     if not user_id or len(user_id) > 64:
@@ -59,7 +61,7 @@ def create_sub_account(session: Session, user_id: str, name: str) -> SubAccount:
         raise ValidationError(f"name must be 1 to {MAX_NAME} characters")
     if user_id == "house":
         raise Forbidden("the user id 'house' is reserved for the house account")
-    account = SubAccount(name=name, owner_user_id=user_id)
+    account = SubAccount(name=name, owner_user_id=user_id, request_id=request_id)
     session.add(account)
     session.flush()
     session.add(RiskRules(sub_account_id=account.id))

@@ -74,6 +74,8 @@ class SubAccount(Base):
     tier: Mapped[str] = mapped_column(String(16), server_default="NORMAL")
     is_house: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     wallet_balance: Mapped[Decimal] = mapped_column(server_default="0")
+    # The create_sub_account request that created it: its retry finds it (migration 0005).
+    request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
 
@@ -83,6 +85,12 @@ class SubAccount(Base):
         CheckConstraint("length(name) > 0", name="name_not_empty"),
         Index(
             "uq_sub_accounts_one_house", "is_house", unique=True, postgresql_where=text("is_house")
+        ),
+        Index(
+            "uq_sub_accounts_request",
+            "request_id",
+            unique=True,
+            postgresql_where=text("request_id IS NOT NULL"),
         ),
     )
 

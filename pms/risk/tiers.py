@@ -38,6 +38,13 @@ class TierThresholds:
             )
         if self.hysteresis < ZERO:
             raise ValueError("hysteresis band must not be negative")
+        if not self.warning > self.hysteresis:
+            # A tier is kept while ratio >= threshold - band: at or below the band, even a
+            # flat account (ratio 0) could never leave it.
+            raise ValueError(
+                f"the warning ratio must be above the hysteresis band ({self.hysteresis}):"
+                " an account could never leave a tier whose threshold is within it"
+            )
 
     def threshold(self, tier: Tier) -> Decimal | None:
         """The ratio at which ``tier`` starts; None for NORMAL (it has no floor)."""
