@@ -29,7 +29,7 @@ from pms.clock import Clock
 from pms.db.session import unit_of_work
 from pms.domain.enums import AccountStatus, Tier
 from pms.domain.instrument import Instrument
-from pms.marketdata.prices import price_key
+from pms.marketdata.prices import parse_price, price_key
 from pms.messaging import resp
 from pms.messaging.events import EventPublisher, EventType
 from pms.risk.margin import RATIO_BEYOND_LIQUIDATION
@@ -44,6 +44,9 @@ log = structlog.get_logger(__name__)
 RISK_KEY = "pms:risk:"
 MATERIAL_RATIO_MOVE = Decimal("0.01")
 REENFORCE_MS = 1_000
+# How old a streamer's price record may be to seed a mark the pass has not heard yet (the
+# price service's own staleness limit).
+SEED_MAX_AGE_MS = 5_000
 WRITE_SLICE = 100  # snapshots per MSET: ~100 kB, under malloc's mmap threshold
 _REENFORCED = frozenset(t for t in Tier if t.severity >= Tier.ADL1.severity)
 WATCHED_EVENTS = (EventType.POSITION_UPDATE, EventType.BALANCE_UPDATE, EventType.ORDER_UPDATE)
@@ -275,13 +278,21 @@ class RiskMonitor:
                 holders.discard(sub_account_id)
 
     def _seed_marks(self, symbols: Iterable[str]) -> None:
+        """Marks for symbols the pass has not heard yet, from the streamer's records: only a
+        fresh one (at most :data:`SEED_MAX_AGE_MS` old). An older record is a mark nobody
+        streams any more (a streamer restarting, a symbol subscribed again): judged on it, an
+        account could be sent to enforcement for a price long gone; it waits for a live one."""
         missing = [s for s in symbols if s not in self.marks]
         if not missing:
             return
+        now = self._clock.ms()
         raws = self._client.mget([price_key(self._prefix, s) for s in missing])
         for symbol, raw in zip(missing, raws, strict=True):
-            if raw is not None:
-                self.marks[symbol] = Decimal(orjson.loads(raw)["mark"])
+            if raw is None:
+                continue
+            view = parse_price(symbol, raw)
+            if now - view.ts <= SEED_MAX_AGE_MS:
+                self.marks[symbol] = view.mark
 
     # -- the pass ---------------------------------------------------------------------------
 

@@ -322,3 +322,22 @@ def test_an_unexpected_error_in_one_account_does_not_blind_the_pass(
     assert all(redis_client.get(f"{m._prefix}pms:risk:{i}") for i in (7, 9))
     failed = [e for e in logs if e["event"] == "risk snapshot failed"]
     assert [e["subAccountId"] for e in failed] == [8]
+
+
+def test_only_a_fresh_streamer_record_seeds_a_mark(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """A record an hour old is a mark nobody streams any more (a streamer restarting, a
+    symbol subscribed again): seeded from it, the pass judged accounts on a price long gone
+    and could send them to enforcement. It now waits for a live mark."""
+    clock = TestClock()
+    m = new_monitor(redis_client, clock, f"{settings.redis_prefix}seed-{uuid.uuid4().hex[:6]}:", [])
+    key = f"{m._prefix}pms:price:{BTC}"
+    old = clock.ms() - 3_600_000
+    redis_client.set(key, orjson.dumps({"mark": "40000", "ts": old, "markTs": old}))
+    m._seed_marks({BTC})
+    assert BTC not in m.marks
+    redis_client.set(key, orjson.dumps({"mark": "60000", "ts": clock.ms(), "markTs": clock.ms()}))
+    m._seed_marks({BTC})
+    assert m.marks[BTC] == D(60000)
+    redis_client.delete(key)
