@@ -98,7 +98,15 @@ VALUES (%(id)s, %(client_order_id)s, %(sub_account_id)s, %(symbol)s, %(side)s, %
   %(status)s, %(filled_qty)s, %(origin)s, %(request_id)s, clock_timestamp())
 """
 
+# A symbol's leverage is the account's for that symbol, held position included (as on
+# Binance: changing it re-margins the position, which is how the margin check judges an order
+# that asks for one); one statement: the position's row and the remembered choice.
 _REMEMBER_LEVERAGE_SQL = """
+WITH remargined AS (
+  UPDATE positions SET leverage = %(leverage)s, updated_at = now()
+  WHERE sub_account_id = %(sub_account_id)s AND symbol = %(symbol)s AND closed_at IS NULL
+    AND leverage <> %(leverage)s
+)
 INSERT INTO symbol_leverage (sub_account_id, symbol, leverage)
 VALUES (%(sub_account_id)s, %(symbol)s, %(leverage)s)
 ON CONFLICT (sub_account_id, symbol) DO UPDATE SET leverage = EXCLUDED.leverage
@@ -132,7 +140,8 @@ _LOCK_ORDER = (
 def remember_leverage(
     sub_account_id: int, symbol: str, leverage: int
 ) -> tuple[str, dict[str, Any]]:
-    """The statement that stores a sub-account's leverage for a symbol (insert or update)."""
+    """The statement that stores a sub-account's leverage for a symbol (insert or update) and
+    re-margins the position held in it at that leverage."""
     params = {"sub_account_id": sub_account_id, "symbol": symbol, "leverage": leverage}
     return _REMEMBER_LEVERAGE_SQL, params
 

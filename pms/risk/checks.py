@@ -100,18 +100,23 @@ def _snapshot(context: RiskContext) -> RiskSnapshot:
 
 
 def _worst_qty(context: RiskContext, symbol: str, side: Side, extra: Decimal) -> Decimal:
-    """|position| if every working non-reduce-only order on ``side`` (plus ``extra``) fills."""
-    pending = sum(
-        (
-            o.qty
-            for o in context.open_orders
-            if o.symbol == symbol and o.side is side and not o.reduce_only
-        ),
-        start=ZERO,
-    )
+    """|position| if every working non-reduce-only order on ``side`` (plus ``extra``) fills,
+    whether or not the reduce-only ones on that side fill first: those can only take the
+    position towards zero, which leaves the plain orders that much more to open beyond it
+    (a take-profit closing a long, then a plain sell the size of the long opens a short)."""
+    plain = reducing = ZERO
+    for o in context.open_orders:
+        if o.symbol == symbol and o.side is side:
+            if o.reduce_only:
+                reducing += o.qty
+            else:
+                plain += o.qty
+    held = context.position_qty(symbol)
     if side is Side.BUY:
-        return abs(context.position_qty(symbol) + pending + extra)
-    return abs(context.position_qty(symbol) - pending - extra)
+        reduced = min(held + reducing, ZERO) if held < 0 else held
+        return max(abs(held + plain + extra), abs(reduced + plain + extra))
+    reduced = max(held - reducing, ZERO) if held > 0 else held
+    return max(abs(held - plain - extra), abs(reduced - plain - extra))
 
 
 def _usable(intent: OrderIntent, context: RiskContext) -> tuple[Instrument, Decimal] | None:

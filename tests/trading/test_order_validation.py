@@ -287,3 +287,45 @@ def test_the_order_rate_window_is_the_databases_minute_whatever_the_app_clock(
         assert orders_of(ahead, sub) == 2, "the refused order wrote nothing"
     finally:
         ahead.close()
+
+
+def test_an_order_asking_a_leverage_re_margins_the_position_held(app: App, trader) -> None:
+    """Wallet 4000, long 1 BTC at 20x (IM 3000). A BUY 1 asking 100x passes the margin check
+    because the check re-margins the held position at the asked leverage (600 + 600 ≤ 4000),
+    as Binance would. The position used to keep 20x once booked: 2 BTC at 20x is 6000 of
+    margin on 4000 of equity. The symbol's leverage, position included, is now the order's."""
+    t = trader("4000")
+    sub = t.sub_account_id
+    rules = t.send(
+        "update_risk_rules",
+        (cmd.UpdateRiskRules, app.accounts.update_risk_rules),
+        role="admin",
+        subAccountId=sub,
+        maxLeverage=100,
+        maxExposureMultiple=100,
+    )
+    assert rules["ok"], rules
+    first = t.send(
+        "place_market_order", market(app), subAccountId=sub, symbol=BTC, side="BUY", qty="1",
+        leverage=20,
+    )  # fmt: skip
+    assert first["ok"], first
+    second = t.send(
+        "place_market_order", market(app), subAccountId=sub, symbol=BTC, side="BUY", qty="1",
+        leverage=100,
+    )  # fmt: skip
+    assert second["ok"], second
+    with unit_of_work(app.sessions) as s:
+        position = s.execute(
+            select(Position).where(Position.sub_account_id == sub, Position.closed_at.is_(None))
+        ).scalar_one()
+        wallet = s.get(SubAccount, sub).wallet_balance
+        snap = compute_snapshot(
+            wallet,
+            open_positions(s, sub).values(),
+            open_orders(s, sub),
+            {BTC: D(60000)},
+            app.instruments.all(),
+        )
+    assert (position.qty, position.leverage) == (D(2), 100)
+    assert snap.available >= 0, snap
