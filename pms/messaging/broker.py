@@ -29,7 +29,10 @@ every ``maintenance_interval_ms`` (1 s): it refreshes this process's heartbeat, 
 broker silent for ``heartbeat_timeout_ms`` (5 s) re-queues its unacked (and claimed) messages
 on *every declared queue* and its delay queue, then forgets it. It never calls ``KEYS``. All
 processes of a namespace must declare the same queues (``workers.broker`` does). A SIGKILLed
-worker's command is redelivered ~5-6 s later.
+worker's command is redelivered ~5-6 s later. A process that finds its *own* heartbeat stale
+(Redis restarted or was unreachable for longer than the timeout, or the process stalled)
+sweeps nothing: every clock starts again, and a worker that really died is swept one timeout
+later (sweeping then would run every live worker's messages in flight a second time).
 """
 
 from __future__ import annotations
@@ -71,9 +74,20 @@ MAINT_SCRIPT = """
 local ns = KEYS[1]
 local now = tonumber(ARGV[1])
 local hb = ns .. ":__heartbeats__"
+local timeout = tonumber(ARGV[3])
+local previous = redis.call("zscore", hb, ARGV[2])
+if previous and tonumber(previous) < now - timeout then
+  -- Our own heartbeat is stale too: Redis was gone (a restart, a partition) or we were, not
+  -- the others. Every live worker looks dead now; sweeping would run their messages in
+  -- flight a second time. Start every clock again: a worker that really died meanwhile is
+  -- swept one timeout later.
+  for _, w in ipairs(redis.call("zrange", hb, 0, -1)) do redis.call("zadd", hb, now, w) end
+  redis.call("zadd", hb, now, ARGV[2])
+  return 0
+end
 redis.call("zadd", hb, now, ARGV[2])
 local requeued = 0
-local dead = redis.call("zrangebyscore", hb, 0, now - tonumber(ARGV[3]), "LIMIT", 0, 100)
+local dead = redis.call("zrangebyscore", hb, 0, now - timeout, "LIMIT", 0, 100)
 for i = 1, #dead do
   local w = dead[i]
   for j = 6, #ARGV do
@@ -274,8 +288,9 @@ class BlockingClaimConsumer(dramatiq.Consumer):
             self.broker.do_ack(self.queue_name, rid)
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
-        finally:
-            self._release(message.message_id)
+        # Held until the ack is through: released on a failed one, its id would look stranded
+        # in our ack set and be put back on the queue (run again) while Dramatiq retries it.
+        self._release(message.message_id)
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
         rid = message.options["redis_message_id"]
@@ -283,8 +298,7 @@ class BlockingClaimConsumer(dramatiq.Consumer):
             self.broker.do_nack(self.queue_name, rid)
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
-        finally:
-            self._release(message.message_id)
+        self._release(message.message_id)
 
     def _release(self, *message_ids: str) -> None:
         with self._in_flight_lock:
@@ -330,8 +344,15 @@ class BlockingClaimConsumer(dramatiq.Consumer):
                 except DecodeError:
                     self._dead_letter_undecodable(data)
                     continue
+                rid = message.options.get("redis_message_id")
+                if not isinstance(rid, str) or not rid:
+                    # JSON, but not a message this broker can ack (a producer that left out
+                    # the mandatory options.redis_message_id): raised here, it restarted the
+                    # consumer and stranded the rest of its claim.
+                    self._dead_letter_undecodable(data)
+                    continue
                 with self._in_flight_lock:
-                    self._in_flight[message.message_id] = message.options["redis_message_id"]
+                    self._in_flight[message.message_id] = rid
                 return dramatiq.MessageProxy(message)
 
             self.broker.maintain()
@@ -365,7 +386,9 @@ class BlockingClaimConsumer(dramatiq.Consumer):
         for data in list(self.message_cache):
             if data is not None:
                 with contextlib.suppress(DecodeError):
-                    held.add(Message.decode(data).options["redis_message_id"])
+                    rid = Message.decode(data).options.get("redis_message_id")
+                    if isinstance(rid, str):
+                        held.add(rid)
         stranded = sorted(members - held)
         if stranded:
             self.broker.do_requeue(self.queue_name, *stranded)
