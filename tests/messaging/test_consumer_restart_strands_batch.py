@@ -1,8 +1,9 @@
 """A decodable message without ``options.redis_message_id`` (the producer mistake the
-reference warns about) makes ``BlockingClaimConsumer._next`` raise KeyError. Dramatiq's
+reference warns about) made ``BlockingClaimConsumer._next`` raise KeyError. Dramatiq's
 ConsumerThread then throws the consumer away and builds a new one 3 s later; the new one
 starts with ``_recover = False`` and an empty cache, so the *good* messages claimed in the
-same batch (already in this live broker's ack set) are never delivered while it lives."""
+same batch (already in this live broker's ack set) were never delivered while it lived. It
+is dead-lettered now, like an undecodable payload."""
 
 from __future__ import annotations
 

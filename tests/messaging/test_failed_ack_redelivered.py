@@ -1,8 +1,9 @@
-"""``BlockingClaimConsumer.ack`` drops the message from ``_in_flight`` in a ``finally``, even
-when the ack itself failed (Redis unreachable). Dramatiq's ``post_process_message`` retries
+"""``BlockingClaimConsumer.ack`` used to drop the message from ``_in_flight`` in a ``finally``,
+even when the ack itself failed (Redis unreachable). Dramatiq's ``post_process_message`` retries
 that ack 5 s later, but meanwhile the consumer's own connection also dropped (same outage),
 so its recovery (``requeue_stranded``) finds the id in the ack set, held by nobody, and puts
-the already-processed message back on the queue: it runs again."""
+the already-processed message back on the queue: it ran again. Now it stays held until
+its ack is through."""
 
 from __future__ import annotations
 

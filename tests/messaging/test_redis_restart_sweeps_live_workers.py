@@ -1,8 +1,9 @@
 """After a Redis restart (or any outage) longer than ``heartbeat_timeout_ms`` (5 s), every
-broker's heartbeat is stale. The first process whose ``maintain()`` runs after the restart
-treats every *live* worker as dead: it re-queues their in-flight (and prefetched) messages,
+broker's heartbeat is stale. The first process whose ``maintain()`` ran after the restart
+treated every *live* worker as dead: it re-queues their in-flight (and prefetched) messages,
 deletes their ack sets and forgets their heartbeats, so each message in flight during the
-outage runs a second time, concurrently with the original. Runs a private, persistent
+outage ran a second time, concurrently with the original. Now a process that finds its own
+heartbeat stale sweeps nothing. Runs a private, persistent
 redis-server (AOF) so the restart is real and the shared Redis is untouched."""
 
 from __future__ import annotations
