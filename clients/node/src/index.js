@@ -143,7 +143,10 @@ class PmsClient {
    * (`{requestId, ok, data}` or `{requestId, ok:false, error:{code,message,details}}`).
    * Subscribes to results before enqueueing; checks `pms:result:{requestId}` in the same MULTI
    * as the enqueue (a retried requestId may already have its answer) and again on timeout.
-   * Rejects with PmsTimeoutError (code TIMEOUT) when no result arrives within timeoutMs.
+   * Rejects with PmsTimeoutError (code TIMEOUT) when no result arrives within timeoutMs, Redis
+   * unreachable included (subscribing and enqueueing count against the same deadline; a
+   * command whose enqueue timed out may still reach the engine once Redis is back: retry it
+   * with the same requestId, which never runs twice).
    */
   async send(command, { actor, timeoutMs = this.timeoutMs, queue } = {}) {
     if (!command || typeof command.requestId !== 'string' || !command.requestId) {
@@ -152,7 +155,17 @@ class PmsClient {
     if (!actor) throw new TypeError('actor is required');
     const { requestId } = command;
     const message = buildMessage(actor, command, { queue });
-    await this._subscribe();
+    const deadline = Date.now() + timeoutMs;
+    const within = (promise) => {
+      promise.catch(() => {}); // settled later, after the deadline: not an unhandled rejection
+      let timer;
+      const expired = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new PmsTimeoutError(requestId, timeoutMs)),
+          Math.max(0, deadline - Date.now()));
+      });
+      return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+    };
+    await within(this._subscribe());
 
     let waiter;
     const arrived = new Promise((resolve) => { waiter = { resolve }; });
@@ -165,15 +178,22 @@ class PmsClient {
 
     try {
       const multi = this.redis.multi().get(this.resultKey(requestId));
-      const replies = checkExec(await this._enqueueMulti(multi, message).exec());
+      const replies = checkExec(await within(this._enqueueMulti(multi, message).exec()));
       if (replies[0]) return JSON.parse(replies[0]);
 
       let timer;
-      const timedOut = new Promise((resolve) => { timer = setTimeout(resolve, timeoutMs, null); });
+      const timedOut = new Promise((resolve) => {
+        timer = setTimeout(resolve, Math.max(0, deadline - Date.now()), null);
+      });
       const result = await Promise.race([arrived, timedOut]);
       clearTimeout(timer);
       if (result) return result;
-      const raw = await this.redis.get(this.resultKey(requestId));
+      // The GET fallback, bounded too: Redis may be what kept the answer away.
+      const lookup = this.redis.get(this.resultKey(requestId));
+      lookup.catch(() => {});
+      let graceTimer;
+      const grace = new Promise((resolve) => { graceTimer = setTimeout(resolve, 250, null); });
+      const raw = await Promise.race([lookup, grace]).finally(() => clearTimeout(graceTimer));
       if (raw) return JSON.parse(raw);
       throw new PmsTimeoutError(requestId, timeoutMs);
     } finally {

@@ -97,6 +97,32 @@ test('no result at all rejects with a TIMEOUT error', T, async () => {
   );
 });
 
+test('Redis unreachable: send still rejects with TIMEOUT within its deadline', T, async () => {
+  // A port nothing listens on: ioredis queues the commands and reconnects for ever; the
+  // subscribe and the enqueue used to wait for it (about 10 s, then a MaxRetriesPerRequestError).
+  const net = require('node:net');
+  const port = await new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port: p } = srv.address();
+      srv.close(() => resolve(p));
+    });
+  });
+  const offline = new PmsClient({ redisUrl: `redis://127.0.0.1:${port}/0`, prefix: PREFIX,
+    namespace: NAMESPACE });
+  const requestId = `offline-${randomUUID()}`;
+  const started = Date.now();
+  try {
+    await assert.rejects(
+      offline.send({ requestId }, { actor: 'ping', timeoutMs: 300 }),
+      (err) => err instanceof PmsTimeoutError && err.requestId === requestId,
+    );
+    assert.ok(Date.now() - started < 2_000, `took ${Date.now() - started} ms`);
+  } finally {
+    offline.redis.disconnect();
+    if (offline._sub) offline._sub.disconnect();
+  }
+});
+
 test('a command no worker serves is answered, not left to time out', T, async () => {
   const requestId = `algo-${randomUUID()}`;
   const result = await client.send({ requestId, subAccountId: 1 }, { actor: 'start_chase', timeoutMs: 5000 });
