@@ -122,8 +122,12 @@ def build_api(settings: Settings, *, probes: Probes | None = None) -> web.Applic
     app[STARTED] = time.monotonic()
     dashboard = wsgi.handler(dashboard_app(settings), DASHBOARD)
 
-    async def to_dashboard(_request: web.Request) -> web.Response:
-        raise web.HTTPFound(DASHBOARD + "/")
+    async def to_dashboard(request: web.Request) -> web.Response:
+        # Returned, not raised: the token middleware then sets its cookie on the redirect,
+        # and the query (a ?token=…) goes along.
+        query = request.query_string
+        location = DASHBOARD + "/" + (f"?{query}" if query else "")
+        return web.Response(status=302, headers={"Location": location})
 
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)

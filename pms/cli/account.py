@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
+import redis
 from sqlalchemy.orm import Session
 
 from pms.accounts import service
+from pms.clock import SystemClock
 from pms.config import load_settings
 from pms.db.session import check_database, make_engine, make_session_factory, unit_of_work
 from pms.domain.numbers import ascii_digits, parse_decimal, to_wire
 from pms.errors import ValidationError
+from pms.logging import configure_logging
+from pms.messaging.events import EventPublisher, EventType
+
+MAX_LEDGER = 10_000
 
 
 def _amount(text: str) -> Decimal:
@@ -23,6 +30,12 @@ def _amount(text: str) -> Decimal:
         return parse_decimal(text, "amount")
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ledger_count(text: str) -> int:
+    if not ascii_digits(text) or not 0 <= int(text) <= MAX_LEDGER:
+        raise argparse.ArgumentTypeError(f"--ledger must be 0 to {MAX_LEDGER}: {text!r}")
+    return int(text)
 
 
 def _account_id(text: str) -> int:
@@ -56,7 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     show = acc.add_parser("show", help="balance and recent ledger of one sub-account")
     show.add_argument("id", type=_account_id)
-    show.add_argument("--ledger", type=int, default=20, help="ledger entries to show")
+    show.add_argument("--ledger", type=_ledger_count, default=20, help="ledger entries to show")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=_run(_show))
 
@@ -76,6 +89,8 @@ def _run(fn: Callable[[Session, argparse.Namespace], Any]) -> Callable[[argparse
     def runner(args: argparse.Namespace) -> int:
         with _session() as session:
             output = fn(session, args)
+        if "deposited" in output or "withdrawn" in output:
+            _publish_balance(output)
         if args.json:
             print(json.dumps(output, indent=2))
         else:
@@ -83,6 +98,31 @@ def _run(fn: Callable[[Session, argparse.Namespace], Any]) -> Callable[[argparse
         return 0
 
     return runner
+
+
+def _publish_balance(output: dict[str, Any]) -> None:
+    """The ``balance_update`` every ledgered wallet change publishes (docs/events.md), once
+    the move is committed: the gateway's clients and the risk monitor (it reloads the
+    account's book on it) hear of an operator's deposit or withdrawal too."""
+    settings = load_settings()
+    configure_logging(settings, process="cli")  # logs to stderr: stdout is the command's output
+    deposit = "deposited" in output
+    change = Decimal(output["deposited"] if deposit else output["withdrawn"])
+    data = {
+        "balance": output["balance"],
+        "change": to_wire(change if deposit else -change),
+        "reason": "deposit" if deposit else "withdrawal",
+    }
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        publisher = EventPublisher(client, SystemClock(), prefix=settings.redis_prefix)
+        publisher.publish(EventType.BALANCE_UPDATE, output["subAccountId"], data)
+    except redis.RedisError as exc:
+        # The move is committed; only its event is lost (the monitor's full reload, every
+        # 30 s, still sees the new balance).
+        print(f"warning: balance_update not published: {exc}", file=sys.stderr)
+    finally:
+        client.close()
 
 
 def _account_dict(a: service.AccountView) -> dict[str, Any]:

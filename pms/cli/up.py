@@ -25,6 +25,16 @@ from typing import Any
 from pms.config import Settings, load_settings
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {value}")
+    return value
+
+
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "up",
@@ -32,9 +42,13 @@ def register(sub: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--workers", type=int, default=1, help="general worker processes")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
-    parser.add_argument("--risk-threads", type=int, default=4, help="threads of the pms.risk fleet")
+    parser.add_argument("--workers", type=_at_least_one, default=1, help="general worker processes")
+    parser.add_argument(
+        "--threads", type=_at_least_one, default=8, help="threads per worker process"
+    )
+    parser.add_argument(
+        "--risk-threads", type=_at_least_one, default=4, help="threads of the pms.risk fleet"
+    )
     parser.add_argument("--seed", type=int, default=None, help="simulator random-walk seed")
     parser.add_argument(
         "--json-logs", action="store_true", help="children log JSON (default: readable text)"

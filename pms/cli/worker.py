@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from dramatiq import cli
 
     if args.processes < 1 or args.threads < 1:
-        print("error: --processes and --threads must be ≥ 1")
+        print("error: --processes and --threads must be ≥ 1", file=sys.stderr)
         return 2
     settings = load_settings()
     parsed = cli.make_argument_parser().parse_args(dramatiq_argv(args))  # type: ignore[no-untyped-call]
