@@ -107,11 +107,9 @@ class AccountCommands:
             if done is not None:
                 # A delivery before this one moved the money; its result was not stored (the
                 # command is still open): answered from what it did, nothing moves again.
-                balance = {
-                    "balance": to_wire(done.balance_after),
-                    "change": to_wire(done.amount),
-                    "reason": "deposit" if deposit else "withdrawal",
-                }
+                balance = views.balance_change_view(
+                    done.balance_after, done.amount, "deposit" if deposit else "withdrawal"
+                )
                 self._notify.event(EventType.BALANCE_UPDATE, c.subAccountId, balance)
                 return {"subAccountId": c.subAccountId, "balance": balance["balance"]}
             if deposit:

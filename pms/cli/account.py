@@ -19,6 +19,7 @@ from pms.config import load_settings
 from pms.db.session import check_database, make_engine, make_session_factory, unit_of_work
 from pms.domain.numbers import ascii_digits, parse_decimal, to_wire
 from pms.errors import ValidationError
+from pms.execution.views import balance_change_view
 from pms.logging import configure_logging
 from pms.messaging.events import EventPublisher, EventType
 
@@ -108,11 +109,11 @@ def _publish_balance(output: dict[str, Any]) -> None:
     configure_logging(settings, process="cli")  # logs to stderr: stdout is the command's output
     deposit = "deposited" in output
     change = Decimal(output["deposited"] if deposit else output["withdrawn"])
-    data = {
-        "balance": output["balance"],
-        "change": to_wire(change if deposit else -change),
-        "reason": "deposit" if deposit else "withdrawal",
-    }
+    data = balance_change_view(
+        Decimal(output["balance"]),
+        change if deposit else -change,
+        "deposit" if deposit else "withdrawal",
+    )
     client = redis.Redis.from_url(settings.redis_url)
     try:
         publisher = EventPublisher(client, SystemClock(), prefix=settings.redis_prefix)

@@ -73,4 +73,9 @@ def position_view(position: Position) -> dict[str, Any]:
 
 
 def balance_view(account: SubAccount, change: Decimal, reason: str) -> dict[str, Any]:
-    return {"balance": to_wire(account.wallet_balance), "change": to_wire(change), "reason": reason}
+    return balance_change_view(account.wallet_balance, change, reason)
+
+
+def balance_change_view(balance: Decimal, change: Decimal, reason: str) -> dict[str, Any]:
+    """A ``balance_update`` event's data: the balance after ``change``, and why."""
+    return {"balance": to_wire(balance), "change": to_wire(change), "reason": reason}

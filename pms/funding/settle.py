@@ -37,14 +37,14 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from pms.accounts.ledger import lock_account, post_entry
 from pms.accounts.service import house_account
 from pms.app import App
-from pms.db.models import FundingSettlement, Position
+from pms.db.models import FundingSettlement
 from pms.db.session import unit_of_work
 from pms.domain.enums import LedgerKind
 from pms.domain.numbers import to_wire
@@ -52,6 +52,7 @@ from pms.errors import PmsError, RateLimited
 from pms.exchange.model import FundingIncome, FundingRate
 from pms.execution import views
 from pms.execution.booking import absorb_shortfall
+from pms.execution.context import open_positions
 from pms.funding.allocate import Allocation, allocate, implied_mark
 from pms.messaging.events import EventType
 
@@ -95,12 +96,17 @@ class FundingReport:
         return {"settled": self.settled, "waiting": self.waiting, "errors": self.errors}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
+    """Epoch milliseconds, exactly (no float: a funding time must map back to itself)."""
+    return (at - _EPOCH) // _MS
 
 
 def _at(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    return _EPOCH + ms * _MS
 
 
 def holdings_at(s: Session, symbol: str, at: datetime) -> dict[int, Decimal]:
@@ -236,13 +242,12 @@ def settle_one(
     events: list[Event] = []
     with unit_of_work(app.sessions) as s:
         holdings = holdings_at(s, rate.symbol, at)
+        net = sum(holdings.values(), start=Decimal(0))
         if exchange_amount is None:
-            if sum(holdings.values(), start=Decimal(0)) != 0 and not waited:
+            if net != 0 and not waited:
                 raise IncomeNotYetSeen(ref)
             exchange_amount = Decimal(0)
-        mark = rate.mark_price or implied_mark(
-            exchange_amount, sum(holdings.values(), start=Decimal(0)), rate.rate
-        )
+        mark = rate.mark_price or implied_mark(exchange_amount, net, rate.rate)
         if mark is None:
             # No mark in the record and none to be worked back (the master held nothing, or
             # the rate was 0): the current mark stands in; the residual absorbs the gap.
@@ -302,7 +307,7 @@ def _post(
         events.append(
             (EventType.BALANCE_UPDATE, account.id, views.balance_view(account, fee, "funding"))
         )
-        if account.wallet_balance < 0 and not _holds_positions(s, account.id):
+        if account.wallet_balance < 0 and not open_positions(s, account.id):
             # Flat and below zero: the house insures the rest, as for a fill's loss.
             shortfall = -account.wallet_balance
             post_entry(
@@ -334,14 +339,3 @@ def _post(
             events.append(
                 (EventType.BALANCE_UPDATE, house.id, views.balance_view(house, amount, "funding"))
             )
-
-
-def _holds_positions(s: Session, sub_account_id: int) -> bool:
-    return (
-        s.execute(
-            select(Position.id).where(
-                Position.sub_account_id == sub_account_id, Position.closed_at.is_(None)
-            )
-        ).first()
-        is not None
-    )
