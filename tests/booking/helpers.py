@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,7 +14,7 @@ from pms.accounts.ledger import ledger_sum
 from pms.db.models import LedgerEntry, Order, Position, SubAccount
 from pms.db.session import unit_of_work
 from pms.domain.enums import Side
-from pms.exchange.model import TradeReport
+from pms.exchange.model import ExchangeOrder, TradeReport
 from pms.execution.booking import book_fill
 
 D = Decimal
@@ -127,3 +128,47 @@ def house_insurance_total(factory: sessionmaker[Session]) -> Decimal:
             )
         ).scalar_one()
         return D(total)
+
+
+class Quiet:
+    """A notifier that publishes nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *a, **k: None
+
+
+class FilledExchange:
+    """The exchange's view of one order: FILLED with ``trades`` (its quantity ``qty``, the
+    order's own unless it was amended there). Records the clientOrderIds it was asked about."""
+
+    def __init__(self, order: Order, trades: list[TradeReport], qty: Decimal | None = None) -> None:
+        self.order, self.trades = order, trades
+        self.qty = order.qty if qty is None else qty
+        self.asked: list[str] = []
+
+    def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        self.asked.append(client_order_id)
+        if client_order_id != self.order.client_order_id:
+            return None
+        executed = sum((t.qty for t in self.trades), D(0))
+        cost = sum((t.qty * t.price for t in self.trades), D(0))
+        return ExchangeOrder(
+            symbol=symbol,
+            exchange_order_id=str(self.order.exchange_order_id),
+            client_order_id=client_order_id,
+            status="FILLED",
+            side=Side(self.order.side),
+            type="LIMIT",
+            qty=self.qty,
+            price=max((t.price for t in self.trades), default=D(0)),
+            executed_qty=executed,
+            avg_price=cost / executed if executed else D(0),
+            reduce_only=False,
+            update_time_ms=0,
+        )
+
+    def fetch_order_trades(self, symbol: str, exchange_order_id: str) -> list[TradeReport]:
+        return list(self.trades)
+
+    def fetch_open_orders(self, symbol: str | None = None) -> list[ExchangeOrder]:
+        return []

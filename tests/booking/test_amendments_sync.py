@@ -6,55 +6,18 @@ from __future__ import annotations
 
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from pms.clock import TestClock
 from pms.db.models import Order
 from pms.db.session import unit_of_work
-from pms.domain.enums import Side
-from pms.exchange.model import ExchangeOrder, TradeReport
 from pms.execution.orders import OrderService
 from pms.sync.orders import sync_orders
-from tests.booking.helpers import make_order, positions, trade
+from tests.booking.helpers import FilledExchange, Quiet, make_order, positions, trade
 from tests.factories import funded_account
 
 D = Decimal
-
-
-class _Quiet:
-    def __getattr__(self, name: str) -> Any:
-        return lambda *a, **k: None
-
-
-class _Exchange:
-    def __init__(self, order: Order, qty: Decimal, trades: list[TradeReport]) -> None:
-        self.order, self.qty, self.trades = order, qty, trades
-
-    def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
-        if client_order_id != self.order.client_order_id:
-            return None
-        return ExchangeOrder(
-            symbol=symbol,
-            exchange_order_id=str(self.order.exchange_order_id),
-            client_order_id=client_order_id,
-            status="FILLED",
-            side=Side(self.order.side),
-            type="LIMIT",
-            qty=self.qty,  # amended on the exchange
-            price=D("100"),
-            executed_qty=sum((t.qty for t in self.trades), D(0)),
-            avg_price=D("100"),
-            reduce_only=False,
-            update_time_ms=0,
-        )
-
-    def fetch_order_trades(self, symbol: str, exchange_order_id: str) -> list[TradeReport]:
-        return list(self.trades)
-
-    def fetch_open_orders(self, symbol: str | None = None) -> list[ExchangeOrder]:
-        return []
 
 
 def test_order_sync_of_an_amended_order_books_it_with_the_right_average_and_settles_it(
@@ -67,9 +30,9 @@ def test_order_sync_of_an_amended_order_books_it_with_the_right_average_and_sett
         trade(order, "10", "100", with_coid=False),
         trade(order, "10", "100", with_coid=False),
     ]
-    exchange = _Exchange(order, D("20"), trades)
+    exchange = FilledExchange(order, trades, qty=D("20"))  # amended on the exchange
     clock = TestClock()
-    notifier = _Quiet()
+    notifier = Quiet()
     app = SimpleNamespace(
         clock=clock,
         sessions=session_factory,

@@ -6,60 +6,20 @@ from __future__ import annotations
 
 from decimal import Decimal
 from types import SimpleNamespace
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from pms.clock import TestClock
 from pms.db.models import Order
 from pms.db.session import unit_of_work
-from pms.domain.enums import Side
-from pms.exchange.model import ExchangeOrder, TradeReport
+from pms.exchange.model import TradeReport
 from pms.execution.booking import book_fills
 from pms.execution.orders import OrderService
 from pms.sync.orders import sync_orders
-from tests.booking.helpers import make_order, positions, trade
+from tests.booking.helpers import FilledExchange, Quiet, make_order, positions, trade
 from tests.factories import funded_account
 
 D = Decimal
-
-
-class _Quiet:
-    def __getattr__(self, name: str) -> Any:
-        return lambda *a, **k: None
-
-
-class _Exchange:
-    """The exchange's view: the order is FILLED with both trades."""
-
-    def __init__(self, order: Order, trades: list[TradeReport]) -> None:
-        self.order, self.trades = order, trades
-        self.asked: list[str] = []
-
-    def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
-        self.asked.append(client_order_id)
-        if client_order_id != self.order.client_order_id:
-            return None
-        return ExchangeOrder(
-            symbol=symbol,
-            exchange_order_id=str(self.order.exchange_order_id),
-            client_order_id=client_order_id,
-            status="FILLED",
-            side=Side(self.order.side),
-            type="LIMIT",
-            qty=self.order.qty,
-            price=D("151"),
-            executed_qty=sum((t.qty for t in self.trades), D(0)),
-            avg_price=D("150.6"),
-            reduce_only=False,
-            update_time_ms=0,
-        )
-
-    def fetch_order_trades(self, symbol: str, exchange_order_id: str) -> list[TradeReport]:
-        return list(self.trades)
-
-    def fetch_open_orders(self, symbol: str | None = None) -> list[ExchangeOrder]:
-        return []
 
 
 def _missed_then_last(
@@ -94,9 +54,9 @@ def test_order_sync_books_the_fill_the_stream_missed(
 ) -> None:
     symbol = "LTC/USDT:USDT"  # a symbol of its own: order-sync below only looks at it
     sub, order, missed, last = _missed_then_last(session_factory, symbol)
-    exchange = _Exchange(order, [missed, last])
+    exchange = FilledExchange(order, [missed, last])
     clock = TestClock()
-    notifier = _Quiet()
+    notifier = Quiet()
     app = SimpleNamespace(
         clock=clock,
         sessions=session_factory,

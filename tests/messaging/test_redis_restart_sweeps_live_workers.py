@@ -22,6 +22,7 @@ from pms.messaging import wire
 from pms.messaging.broker import build_broker
 
 QUEUE = "pms.trading"
+HEARTBEAT_MS = 500
 
 
 def _free_port() -> int:
@@ -66,11 +67,12 @@ def test_a_redis_restart_does_not_redeliver_live_workers_messages(tmp_path: Path
     server = _start(port, tmp_path)
     settings = load_settings(
         redis_url=f"redis://127.0.0.1:{port}/0",
-        redis_prefix="audit:",
-        dramatiq_namespace="audit-ns",
+        redis_prefix="restart:",
+        dramatiq_namespace="restart-ns",
     )
-    a = build_broker(settings)  # a worker process with nothing in flight
-    b = build_broker(settings)  # a worker process running one command
+    # A short heartbeat timeout: the outage below outlasts it without a 6 s wait.
+    a = build_broker(settings, heartbeat_timeout_ms=HEARTBEAT_MS)  # nothing in flight
+    b = build_broker(settings, heartbeat_timeout_ms=HEARTBEAT_MS)  # running one command
     for broker in (a, b):
         for q in wire.QUEUES:
             broker.declare_queue(q)
@@ -78,7 +80,7 @@ def test_a_redis_restart_does_not_redeliver_live_workers_messages(tmp_path: Path
     try:
         wire.send(
             admin,
-            "audit-ns",
+            "restart-ns",
             "place_market_order",
             {"requestId": "r1"},
             timestamp_ms=int(time.time() * 1000),
@@ -88,17 +90,17 @@ def test_a_redis_restart_does_not_redeliver_live_workers_messages(tmp_path: Path
         while held is None:
             held = next(consumer)  # b runs it (maintain() heartbeated b first)
         a.maintain(force=True)
-        assert admin.zcard("audit-ns:__heartbeats__") == 2
+        assert admin.zcard("restart-ns:__heartbeats__") == 2
 
-        # Redis restarts (AOF kept) and is back after 6 s.
+        # Redis restarts (AOF kept) and is back after longer than the heartbeat timeout.
         admin.shutdown(save=False)
         server.wait(timeout=10)
-        time.sleep(6)
+        time.sleep(HEARTBEAT_MS / 1000 + 0.3)
         server = _start(port, tmp_path)
         assert admin.sismember(b.acks_key(QUEUE), held.options["redis_message_id"])
 
         requeued = a.maintain(force=True)  # a's first maintenance after the restart
-        assert requeued == 0 and admin.llen(f"audit-ns:{QUEUE}") == 0, (
+        assert requeued == 0 and admin.llen(f"restart-ns:{QUEUE}") == 0, (
             f"{requeued} message(s) of the live broker b, still running, were re-queued "
             "because its heartbeat went stale while Redis was down"
         )

@@ -20,6 +20,7 @@ from pms.db.models import Order
 from pms.db.session import unit_of_work
 from pms.sim.runner import SimServer
 from tests.factories import new_user
+from tests.support import wait_for
 from tests.trading.conftest import BTC, Trader
 from tests.trading.delaying_proxy import DelayingProxy
 
@@ -49,6 +50,10 @@ def _desk(app: App) -> Trader:
         "deposit", (cmd.Deposit, app.accounts.deposit), subAccountId=t.sub_account_id, amount="5000"
     )
     return t
+
+
+def _on_exchange(sim: SimServer, client_order_ids: set[str]) -> list[dict]:
+    return [o for o in sim.admin("/sim/state")["orders"] if o["clientOrderId"] in client_order_ids]
 
 
 def _ours(app: App, sub: int) -> list[Order]:
@@ -85,15 +90,10 @@ def test_timed_out_placement_arriving_late_is_not_rejected_nor_placed_again(
     proxy.delay_s = 1.5
     proxy.remaining = 1  # the next POST /fapi/v1/order reaches the exchange 1.5 s late
     first = buy()
-    time.sleep(1.5)  # ... and it does arrive
-    statuses = {o.client_order_id: o.status for o in _ours(slow_app, t.sub_account_id)}
-    on_exchange = {
-        o["clientOrderId"]: o["status"]
-        for o in sim.admin("/sim/state")["orders"]
-        if o["clientOrderId"] in statuses
-    }
     assert first["ok"] is False and first["error"]["code"] == "EXCHANGE_UNAVAILABLE", first
-    assert len(on_exchange) == 1, on_exchange  # the first order was placed after all
+    ours = {o.client_order_id for o in _ours(slow_app, t.sub_account_id)}
+    # ... and it does arrive: the first order was placed after all.
+    wait_for(lambda: _on_exchange(sim, ours), 10, message="the late POST reaching the exchange")
     if not first["ok"]:
         buy()  # the gateway retries the open request, as docs/commands.md invites
     statuses = {o.client_order_id: o.status for o in _ours(slow_app, t.sub_account_id)}
@@ -111,13 +111,13 @@ def test_resume_of_an_unresolved_placement_does_not_send_it_again_within_recv_wi
     slow_app: App, sim: SimServer, proxy: DelayingProxy, prices
 ) -> None:
     """The first delivery's POST is in flight (it reaches the exchange 7 s later, within the
-    10 s recvWindow) and every resolve GET times out: EXCHANGE_UNAVAILABLE, the intent stays
+    recvWindow) and every resolve GET times out: EXCHANGE_UNAVAILABLE, the intent stays
     PENDING_NEW (correct). The gateway retries at once; ``_resume`` asks by clientOrderId,
     hears "no such order" and re-sends the same intent at once (no PENDING_GRACE, unlike
     cancel and order-sync). The first POST then lands too: a market order, closed by then,
     does not block its clientOrderId, so one command fills twice."""
     t = _desk(slow_app)
-    rid = f"audit-resume-{t.sub_account_id}"
+    rid = f"resume-{t.sub_account_id}"
 
     def buy() -> dict:
         return t.send(
@@ -143,6 +143,8 @@ def test_resume_of_an_unresolved_placement_does_not_send_it_again_within_recv_wi
     sim.admin("/sim/faults", method="DELETE")
     assert time.monotonic() - started < 6.5, "too slow to show the race"
     retried = buy()
+    # Past the moment the held POST reaches the exchange (7 s after it was sent): waiting for
+    # "an order is there" would pass as soon as a wrongly re-sent one arrived first.
     time.sleep(max(0.0, 7.5 - (time.monotonic() - started)))
     statuses = {o.client_order_id: o.status for o in _ours(slow_app, t.sub_account_id)}
     placed = [
