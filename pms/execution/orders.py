@@ -442,7 +442,7 @@ class OrderService:
             reduce_only=order.reduce_only,
             # Called right after the intent's commit (or its restamp): signed within
             # SIGN_WINDOW of that, or not sent (PENDING_GRACE counts from the stamp).
-            sign_by_ms=int((self._clock.now() + SIGN_WINDOW).timestamp() * 1000),
+            sign_by_ms=self._clock.ms() + SIGN_WINDOW // timedelta(milliseconds=1),
         )
         try:
             acked = self._exchange.create_order(request)
