@@ -186,7 +186,9 @@ class AccountCommands:
                 raise ValidationError(str(exc)) from None
             rules.updated_at = self._clock.now()
             s.flush()
-            return {"subAccountId": c.subAccountId, "rules": rules_view(rules)}
+            view = rules_view(rules)
+        self._notify.risk_inputs_changed(c.subAccountId)
+        return {"subAccountId": c.subAccountId, "rules": view}
 
     def freeze(self, c: cmd.FreezeSubAccount) -> dict[str, Any]:
         _require_admin(c, "freezing a sub-account")
@@ -201,6 +203,7 @@ class AccountCommands:
                 account.status = AccountStatus.FROZEN.value
             status = account.status
             ids = self._orders.open_order_ids(s, c.subAccountId)
+        self._notify.risk_inputs_changed(c.subAccountId)
         cancelled = self._orders.cancel_ids(ids)["cancelled"] if ids else []
         self._notify.event(
             EventType.RISK_UPDATE,
@@ -217,7 +220,9 @@ class AccountCommands:
     def unfreeze(self, c: cmd.FreezeSubAccount) -> dict[str, Any]:
         """FROZEN → ACTIVE. A frozen account being liquidated stays LIQUIDATING: its
         liquidation forgets the freeze and ends ACTIVE instead of FROZEN (so does one frozen
-        while a liquidation ran)."""
+        while a liquidation ran). An account that is not frozen is answered as it is (what
+        a retry finds once its first attempt went through: the answer must not contradict
+        it), with nothing changed and no event."""
         _require_admin(c, "unfreezing a sub-account")
         with unit_of_work(self._factory) as s:
             account = lock_account(s, c.subAccountId)
@@ -229,10 +234,9 @@ class AccountCommands:
                 account.status == AccountStatus.LIQUIDATING.value
                 and lift_liquidation_freeze(s, account.id)
             ):
-                raise ValidationError(
-                    f"sub-account {c.subAccountId} is {account.status}, not FROZEN"
-                )
+                return {"subAccountId": c.subAccountId, "status": account.status, "frozen": False}
             status = account.status
+        self._notify.risk_inputs_changed(c.subAccountId)
         self._notify.event(
             EventType.RISK_UPDATE,
             c.subAccountId,

@@ -46,6 +46,10 @@ class Notifier:
     def event(self, type_: EventType, sub_account_id: int | None, data: dict[str, Any]) -> None:
         self._events.publish(type_, sub_account_id, data)
 
+    def risk_inputs_changed(self, sub_account_id: int) -> None:
+        """The account's rules or status changed outside a booking: the monitor reloads it."""
+        self._events.risk_inputs_changed(sub_account_id)
+
     def _positions_key(self, sub_account_id: int) -> str:
         """``pms:pos:{subAccountId}``: the sub-account's open positions (a cache of Postgres)."""
         return f"{self._prefix}{POS_KEY}{sub_account_id}"

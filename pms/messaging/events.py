@@ -29,6 +29,10 @@ log = structlog.get_logger(__name__)
 EVENTS_STREAM = "pms:events"
 EVENTS_CHANNEL = "pms:events:"
 DEFAULT_STREAM_MAXLEN = 100_000
+# Not an event of SPEC §3.4: the risk monitor's own signal that a sub-account's risk inputs
+# changed outside a booking (its rules, its status), so it reloads the account at once.
+# Message: ``{"subAccountId": id}``, as the booking events name theirs.
+RISK_INPUTS_CHANNEL = "pms:risk:inputs"
 SEND_PIECE = 64 * 1024  # bytes per write of a framed burst (under malloc's mmap threshold)
 
 
@@ -78,6 +82,16 @@ class EventPublisher:
 
     def channel(self, type_: EventType | str) -> str:
         return f"{self._prefix}{EVENTS_CHANNEL}{EventType(type_).value}"
+
+    @property
+    def risk_inputs_channel(self) -> str:
+        return f"{self._prefix}{RISK_INPUTS_CHANNEL}"
+
+    def risk_inputs_changed(self, sub_account_id: int) -> None:
+        """Tell the risk monitor to reload this account (see ``RISK_INPUTS_CHANNEL``)."""
+        self._client.publish(
+            self.risk_inputs_channel, orjson.dumps({"subAccountId": sub_account_id})
+        )
 
     def publish(
         self, type_: EventType | str, sub_account_id: int | str | None, data: EventData

@@ -431,13 +431,16 @@ class RiskMonitor:
     def follow_changes(
         self, stop: threading.Event, on_subscribed: Callable[[], object] | None = None
     ) -> None:
-        """Reload accounts named by booking/order/balance events until ``stop`` is set.
+        """Reload accounts named by booking/order/balance events, and by the signal of a
+        change to an account's rules or status (``RISK_INPUTS_CHANNEL``), until ``stop`` is set.
 
         ``on_subscribed`` runs once the subscription is sent, before the first event is
         read: the place to catch up on what was published while nothing listened (the feed
         reloads every book there); a change it reads too early to see comes as an event."""
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        pubsub.subscribe(*(self._events.channel(t) for t in WATCHED_EVENTS))
+        pubsub.subscribe(
+            *(self._events.channel(t) for t in WATCHED_EVENTS), self._events.risk_inputs_channel
+        )
         try:
             if on_subscribed is not None:
                 on_subscribed()

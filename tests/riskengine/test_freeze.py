@@ -222,15 +222,61 @@ def test_an_account_unfrozen_while_its_liquidation_runs_ends_active(
     assert (published["frozen"], published["statusAfter"]) == (False, "ACTIVE")
 
 
-def test_unfreeze_is_refused_for_an_account_that_is_not_frozen(catching: CatchingHarness) -> None:
+def test_unfreeze_of_an_account_that_is_not_frozen_changes_nothing(
+    catching: CatchingHarness,
+) -> None:
+    """Answered with the account as it is (``frozen: false``), no status touched, no event."""
     h = catching
     t = h.open_long("1000", "0.5", 50)
+    since = h.app.events.read("0", count=100_000)[-1][0]
     answer = unfreeze(h, t)
-    assert answer["error"]["code"] == "VALIDATION_ERROR"
-    assert "is ACTIVE, not FROZEN" in answer["error"]["message"]
+    assert answer["data"] == {"subAccountId": t.sub_account_id, "status": "ACTIVE", "frozen": False}
     with unit_of_work(h.app.sessions) as s:
         s.get(SubAccount, t.sub_account_id).status = "LIQUIDATING"  # not frozen before
     answer = unfreeze(h, t)
-    assert answer["error"]["code"] == "VALIDATION_ERROR"
+    assert answer["data"]["status"] == "LIQUIDATING"
     assert h.account(t.sub_account_id).status == "LIQUIDATING"
+    assert h.published("risk_update", t.sub_account_id, since) == []
+    h.close_position(t)
+
+
+def test_a_retried_unfreeze_does_not_contradict_the_first_attempt(
+    catching: CatchingHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unfreeze committed, then its event could not be published (Redis away): the
+    command answered INTERNAL and stayed open. Its retry found the account ACTIVE and stored
+    VALIDATION_ERROR "not FROZEN" for good: the admin was told the unfreeze failed, though
+    the account was trading again."""
+    h = catching
+    t = h.open_long("1000", "0.1", 10)
+    freeze(h, t)
+    real = h.app.accounts._notify.event
+    calls = iter([ConnectionError("redis away")])
+
+    def flaky(*args: object, **kwargs: object) -> None:
+        failure = next(calls, None)
+        if failure is not None:
+            raise failure
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(h.app.accounts._notify, "event", flaky)
+    request = {"requestId": "unfreeze-retried-1"}
+    first = t.send(
+        "unfreeze_sub_account",
+        (cmd.FreezeSubAccount, h.app.accounts.unfreeze),
+        role="admin",
+        subAccountId=t.sub_account_id,
+        **request,
+    )
+    assert first["error"]["code"] == "INTERNAL"
+    assert h.account(t.sub_account_id).status == "ACTIVE"
+    again = t.send(
+        "unfreeze_sub_account",
+        (cmd.FreezeSubAccount, h.app.accounts.unfreeze),
+        role="admin",
+        subAccountId=t.sub_account_id,
+        **request,
+    )
+    assert again["ok"], again
+    assert again["data"] == {"subAccountId": t.sub_account_id, "status": "ACTIVE", "frozen": False}
     h.close_position(t)
