@@ -19,7 +19,7 @@ from pms.db.models import Order
 from pms.db.session import unit_of_work
 from pms.domain.enums import OrderStatus
 from pms.domain.numbers import to_wire
-from pms.errors import NotFound, PmsError
+from pms.errors import NotFound, PmsError, RateLimited
 from pms.exchange.model import ExchangeOrder, TradeReport
 from pms.execution.booking import book_fill
 from pms.execution.orders import CLIENT_ID_PREFIX, PENDING_GRACE
@@ -39,6 +39,9 @@ class OrderSyncReport:
     # run tries again) for an operator: docs/operations.md, *Inspecting stuck jobs*.
     unbooked: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # The exchange answered 429/418: the run stopped there (calling on is what earns an IP
+    # ban, which would stop orders and liquidations too); the next run goes on.
+    rate_limited: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,9 +71,17 @@ def sync_orders(app: App, symbol: str | None = None) -> OrderSyncReport:
         report.checked += 1
         try:
             _sync_one(app, report, order_id, order_symbol, coid, status, now - placed_at)
+        except RateLimited as exc:
+            report.errors.append(f"order {order_id}: {exc.code} {exc.message}; run stopped")
+            report.rate_limited = True
+            break
         except PmsError as exc:
             report.errors.append(f"order {order_id}: {exc.code} {exc.message}")
-    _find_unknown(app, report, known, symbol)
+        except Exception as exc:  # a malformed answer about one order must not starve the rest
+            log.exception("order-sync of an order failed", orderId=order_id)
+            report.errors.append(f"order {order_id}: {type(exc).__name__} {exc}")
+    if not report.rate_limited:
+        _find_unknown(app, report, known, symbol)
     if report.fills_booked or report.closed or report.unknown_on_exchange:
         log.warning("order-sync corrected our books", **report.as_dict())
     return report
@@ -162,8 +173,16 @@ def _settle(
 def _find_unknown(app: App, report: OrderSyncReport, known: set[str], symbol: str | None) -> None:
     try:
         on_exchange = app.exchange.fetch_open_orders(symbol)
+    except RateLimited as exc:
+        report.errors.append(f"open orders: {exc.code} {exc.message}; run stopped")
+        report.rate_limited = True
+        return
     except PmsError as exc:
         report.errors.append(f"open orders: {exc.code} {exc.message}")
+        return
+    except Exception as exc:  # a malformed answer
+        log.exception("order-sync could not read the exchange's open orders")
+        report.errors.append(f"open orders: {type(exc).__name__} {exc}")
         return
     candidates = [
         o

@@ -95,7 +95,11 @@ def sync_positions(app: App) -> list[Drift]:
     diffs = _diffs(app)
     if diffs:
         for symbol in diffs:
-            sync_orders(app, symbol)
+            if sync_orders(app, symbol).rate_limited:
+                # No more calls this run (a 429 is followed by a ban, not by an answer), and
+                # no drift reported that order-sync might still have explained.
+                log.warning("position-sync stopped: the exchange is rate limiting us")
+                return []
         diffs = _diffs(app)
     drifts = [Drift(symbol, a, b, _cause(app, symbol, a - b)) for symbol, (a, b) in diffs.items()]
     for drift in drifts:
