@@ -226,7 +226,7 @@ class Streamer:
             await _cancel(streams)  # sockets closed, books unpublished
             if feed is not None:
                 await asyncio.to_thread(feed.stop)
-            await sink.drain(cfg.drain_s)
+            await sink.close(cfg.drain_s)
             await _cancel([booker, ticker, writer])
             with contextlib.suppress(Exception):
                 await cache.flush()
@@ -271,6 +271,8 @@ class Streamer:
                 await board.tick()
             except (aioredis.RedisError, OSError) as exc:
                 log.warning("stream status not written", error=str(exc))
+            except Exception:  # a status that cannot be rendered must not stop the streams
+                log.exception("stream status not rendered")
             stop_if_cancelled()
 
 

@@ -66,6 +66,9 @@ class TradeReport:
     # status and filled quantity once this trade is counted (``X`` and ``z``).
     order_status: str | None = None
     order_filled: Decimal | None = None
+    # The order's quantity as of this trade (the user stream's ``q``: an amendment is in it
+    # even when its AMENDMENT event is lost or behind this fill in a take).
+    order_qty: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

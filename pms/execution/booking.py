@@ -368,10 +368,13 @@ def _update_order(order: Order, trade: TradeReport) -> None:
 
     The exchange never fills more than an order's quantity, so a fill beyond ours means the
     order was amended up and we missed it (an AMENDMENT event lost, or behind the fill in the
-    same take): the quantity follows the fills, as the position does. FILLED with a
+    same take) and the trade did not say the quantity (the stream's ``q``, taken when it
+    does): the quantity follows the fills, as the position does. FILLED with a
     cumulative quantity below ours means it was amended down: the quantity is what filled.
     """
     new_filled = order.filled_qty + trade.qty
+    if trade.order_qty is not None and trade.order_qty >= new_filled:
+        order.qty = trade.order_qty  # the exchange's quantity as of this fill
     if new_filled > order.qty:
         log.warning(
             "fill beyond the order's quantity: amended on the exchange, taking the fills",

@@ -31,6 +31,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pms.clock import Clock
@@ -96,6 +97,15 @@ def apply_order_update(
 
 
 MAX_BATCH = 100
+# Attempts at an event that fails for another reason than an unreachable database.
+SET_ASIDE_AFTER = 3
+
+
+def _unreachable(exc: Exception) -> bool:
+    """The database (or the way to it) is down: worth retrying for as long as it takes."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +140,9 @@ class FillSink:
         self._sleep = sleep
         self.booked = 0
         self.duplicates = 0
+        self._stopping = False
+        self._idle = asyncio.Event()  # no take between its first event and its publishing
+        self._idle.set()
 
     # --- UserEventSink (called on the loop, must not block) --------------------------------
     def order_update(self, update: OrderUpdate) -> None:
@@ -148,38 +161,60 @@ class FillSink:
 
     # --- worker --------------------------------------------------------------------------
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             batch = [await self._queue.get()]
-            if self._linger_s > 0 and self._queue.empty():
-                # A lone event: give the ones right behind it a moment to join the take
-                # (a fill's cost falls from ~3 to ~1.3 ms of CPU at four per take).
-                await self._sleep(self._linger_s)
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            self._idle.clear()
             try:
-                notes = await self._to_thread(self.apply_batch, batch)
-            except Exception:
-                log.exception("user events not applied together; applying one by one")
-                for update in batch:
-                    await self._apply_one(update)
-            else:
-                await self._publish(notes)
-            for _ in batch:
-                self._queue.task_done()
+                await self._take(batch)
+            finally:
+                self._idle.set()
+
+    async def _take(self, batch: list[OrderUpdate]) -> None:
+        """Apply and publish one take (``batch`` holds its first event; more join it)."""
+        if self._linger_s > 0 and self._queue.empty():
+            # A lone event: give the ones right behind it a moment to join the take
+            # (a fill's cost falls from ~3 to ~1.3 ms of CPU at four per take).
+            await self._sleep(self._linger_s)
+        while len(batch) < MAX_BATCH and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        try:
+            notes = await self._to_thread(self.apply_batch, batch)
+        except Exception:
+            log.exception("user events not applied together; applying one by one")
+            for update in batch:
+                await self._apply_one(update)
+        else:
+            await self._publish(notes)
+        for _ in batch:
+            self._queue.task_done()
 
     async def _apply_one(self, update: OrderUpdate) -> None:
+        """One event on its own, retried with backoff while the database is unreachable. An
+        event that fails otherwise (its data, a bug) fails the same way every time: after
+        ``SET_ASIDE_AFTER`` attempts it is set aside, logged as an error, for order-sync to
+        book from REST, instead of holding every later event back for good."""
         delay = 0.1
+        failures = 0
         while True:
             try:
                 notes = await self._to_thread(self.apply_batch, [update])
                 break
-            except Exception:
+            except Exception as exc:
+                failures += 0 if _unreachable(exc) else 1
+                if failures >= SET_ASIDE_AFTER:
+                    FILLS.labels("set_aside").inc()
+                    log.exception(
+                        "user event set aside after repeated failures; order-sync books it",
+                        clientOrderId=update.client_order_id,
+                        x=update.execution_type,
+                    )
+                    return
                 log.exception(
                     "user event not applied; retrying",
                     clientOrderId=update.client_order_id,
                     x=update.execution_type,
                 )
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 delay = min(self._retry_max_s, delay * 2)
         await self._publish(notes)
 
@@ -195,6 +230,18 @@ class FillSink:
                 log.exception("booked events not published; retrying", bookings=len(notes.done))
                 await self._sleep(delay)
                 delay = min(self._retry_max_s, delay * 2)
+
+    async def close(self, drain_s: float, finish_s: float = 10.0) -> int:
+        """At shutdown: wait up to ``drain_s`` for the queued events, then let the take being
+        applied finish, committed and published (up to ``finish_s``), and start no other. A
+        take cancelled in its thread would still commit, and its events would never be
+        sent. Returns how many events are left (order-sync settles them)."""
+        left = await self.drain(drain_s)
+        self._stopping = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(finish_s):
+                await self._idle.wait()
+        return left
 
     async def drain(self, timeout: float) -> int:
         """Wait up to ``timeout`` for queued events; returns how many are left."""

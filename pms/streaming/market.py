@@ -41,6 +41,23 @@ MAX_PARAMS = 200  # streams per SUBSCRIBE message (and per connection on Binance
 
 
 # --- parsers ---------------------------------------------------------------------------------
+# Every value is outside input: a price must be finite and positive (a mark of 0 would zero
+# every notional and maintenance margin, so every holder would read NORMAL), a quantity
+# finite and not negative. Decimal() alone takes "0", "-1", "NaN" and "Infinity".
+def _price(value: Any) -> Decimal:
+    d = Decimal(value)
+    if not (d.is_finite() and d > 0):
+        raise ValueError(f"not a price: {value!r}")
+    return d
+
+
+def _qty(value: Any) -> Decimal:
+    d = Decimal(value)
+    if not (d.is_finite() and d >= 0):
+        raise ValueError(f"not a quantity: {value!r}")
+    return d
+
+
 # Immutable NamedTuples rather than frozen dataclasses: these are built 20,000+ times a second
 # and a frozen dataclass's ``__init__`` costs several times more.
 class MarkPrice(NamedTuple):
@@ -74,7 +91,7 @@ def parse_mark_price(d: dict[str, Any]) -> MarkPrice:
     {"e":"markPriceUpdate","E":1767225600000,"s":"BTCUSDT","p":"60000.0","ap":"60000.0",
      "P":"60000.0","i":"60000.0","r":"0.00010000","T":1767254400000}
     """
-    return MarkPrice(d["s"], Decimal(d["p"]), Decimal(d["i"]), Decimal(d["r"]), int(d["E"]))
+    return MarkPrice(d["s"], _price(d["p"]), _price(d["i"]), Decimal(d["r"] or 0), int(d["E"]))
 
 
 def parse_book_ticker(d: dict[str, Any]) -> BookTicker:
@@ -86,10 +103,10 @@ def parse_book_ticker(d: dict[str, Any]) -> BookTicker:
     return BookTicker(
         d["s"],
         int(d["u"]),
-        Decimal(d["b"]),
-        Decimal(d["B"]),
-        Decimal(d["a"]),
-        Decimal(d["A"]),
+        _price(d["b"]),
+        _qty(d["B"]),
+        _price(d["a"]),
+        _qty(d["A"]),
         int(d["E"]),
     )
 
@@ -105,8 +122,8 @@ def parse_depth_update(d: dict[str, Any]) -> DepthDiff:
         first_id=int(d["U"]),
         last_id=int(d["u"]),
         prev_id=int(d["pu"]),
-        bids=tuple((Decimal(p), Decimal(q)) for p, q in d["b"]),
-        asks=tuple((Decimal(p), Decimal(q)) for p, q in d["a"]),
+        bids=tuple((_price(p), _qty(q)) for p, q in d["b"]),
+        asks=tuple((_price(p), _qty(q)) for p, q in d["a"]),
         event_ms=int(d["E"]),
     )
 
@@ -117,7 +134,7 @@ def parse_agg_trade(d: dict[str, Any]) -> AggTrade:
     {"e":"aggTrade","E":1767225600000,"s":"BTCUSDT","a":5,"p":"60000.1","q":"0.010",
      "nq":"0.010","f":7,"l":7,"T":1767225600000,"m":false}
     """
-    return AggTrade(d["s"], Decimal(d["p"]), Decimal(d["q"]), int(d["E"]))
+    return AggTrade(d["s"], _price(d["p"]), _qty(d["q"]), int(d["E"]))
 
 
 # --- state -----------------------------------------------------------------------------------
@@ -256,8 +273,17 @@ class MarketStream:
             if "error" in msg:
                 log.error("stream command refused", stream=self.name, reply=msg)
             return
+        try:
+            self._on_data(data, recv_ns)
+        except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+            # One bad value is dropped, not a reason to reconnect (every book re-snapshotted):
+            # the last good price stays, ageing; a dropped depth diff shows as a gap and the
+            # book resyncs.
+            log.warning("market message dropped", stream=self.name, error=repr(exc))
+
+    def _on_data(self, data: dict[str, Any], recv_ns: int) -> None:
         kind = data.get("e")
-        self.health.event_ms = data.get("E") or self.health.event_ms
+        self.health.event_time(data.get("E"))
         if kind == "bookTicker":
             t = parse_book_ticker(data)
             st = self.market.prices.get(t.symbol)

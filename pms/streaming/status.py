@@ -90,6 +90,12 @@ class StreamHealth:
         self.messages += 1
         self.last_ms = now_ms
 
+    def event_time(self, value: object) -> None:
+        """Keep a message's event time ``E`` if it is one (a positive integer): a string or
+        a float kept here would break every later status tick."""
+        if type(value) is int and value > 0:
+            self.event_ms = value
+
     def view(self, now_ms: int) -> dict[str, Any]:
         lag = now_ms - self.event_ms if self.event_ms and self.connected else None
         return {

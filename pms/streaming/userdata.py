@@ -26,6 +26,7 @@ from websockets.asyncio.client import connect
 
 from pms.clock import Clock
 from pms.domain.enums import Side
+from pms.domain.numbers import parse_decimal
 from pms.domain.symbols import from_exchange_id, perpetual_of
 from pms.errors import PmsError
 from pms.exchange.model import TradeReport
@@ -36,6 +37,7 @@ from pms.streaming.status import StreamHealth
 log = structlog.get_logger(__name__)
 
 KEEPALIVE_MS = 30 * 60 * 1000
+MAX_ASSET_LEN = 10  # fills.fee_asset
 
 
 # --- parsers ---------------------------------------------------------------------------------
@@ -84,22 +86,32 @@ def parse_order_trade_update(event: dict[str, Any]) -> OrderUpdate:
     o = event["o"]
     symbol = from_exchange_id(o["s"])
     x = str(o["x"])
+    qty = parse_decimal(o["q"], "q")
+    cum_filled = parse_decimal(o["z"], "z")
+    if qty < 0 or cum_filled < 0:
+        raise ValueError(f"negative order quantity in {o!r}")
     trade = None
     if x == "TRADE":
+        # Refused here, a malformed fill makes the stream reconnect and order-sync book it
+        # from REST; accepted, it would fail its booking on every retry.
+        fee_asset = str(o.get("N") or "USDT")
+        if len(fee_asset) > MAX_ASSET_LEN:
+            raise ValueError(f"fee asset {fee_asset!r} too long")
         trade = TradeReport(
             symbol=symbol,
             trade_id=str(o["t"]),
             exchange_order_id=str(o["i"]),
             client_order_id=str(o["c"]) or None,
             side=Side(o["S"]),
-            qty=Decimal(o["l"]),
-            price=Decimal(o["L"]),
-            fee=Decimal(o.get("n") or "0"),
-            fee_asset=str(o.get("N") or "USDT"),
+            qty=_positive(o["l"], "l"),
+            price=_positive(o["L"], "L"),
+            fee=parse_decimal(o.get("n") or "0", "n"),
+            fee_asset=fee_asset,
             is_maker=bool(o.get("m", False)),
             traded_at=datetime.fromtimestamp(int(o["T"]) / 1000, UTC),
             order_status=str(o["X"]),
-            order_filled=Decimal(o["z"]),
+            order_filled=cum_filled,
+            order_qty=qty,
         )
     return OrderUpdate(
         symbol=symbol,
@@ -107,12 +119,19 @@ def parse_order_trade_update(event: dict[str, Any]) -> OrderUpdate:
         exchange_order_id=str(o["i"]),
         execution_type=x,
         status=str(o["X"]),
-        qty=Decimal(o["q"]),
-        price=Decimal(o["p"]),
-        cum_filled=Decimal(o["z"]),
+        qty=qty,
+        price=parse_decimal(o["p"], "p"),
+        cum_filled=cum_filled,
         event_ms=int(event["E"]),
         trade=trade,
     )
+
+
+def _positive(value: Any, field: str) -> Decimal:
+    d = parse_decimal(value, field)
+    if d <= 0:
+        raise ValueError(f"{field} must be positive, got {value!r}")
+    return d
 
 
 def parse_account_update(event: dict[str, Any]) -> AccountUpdate:
@@ -191,7 +210,7 @@ class UserStream:
         if "data" in event and "stream" in event:  # combined form
             event = event["data"]
         kind = event.get("e")
-        self.health.event_ms = event.get("E") or self.health.event_ms
+        self.health.event_time(event.get("E"))
         if kind == "ORDER_TRADE_UPDATE":
             if perpetual_of(str(event.get("o", {}).get("s", ""))) is None:
                 return  # a contract the engine does not trade (a quarterly): not ours
