@@ -1,21 +1,33 @@
 """The REST calls the streamer needs (depth snapshots, listen keys) on async ccxt.
 
 Raw Binance payloads through ccxt's implicit endpoints, never ccxt's float-parsed structures.
-ccxt exceptions are translated here, at the boundary: :class:`ListenKeyMissing` (-1125) and
-``ExchangeUnavailable`` (anything else: network, 5xx, rate limits).
+ccxt exceptions are translated here, at the boundary: :class:`ListenKeyMissing` (-1125),
+``RateLimited`` (429/418) and ``ExchangeUnavailable`` (anything else: network, 5xx).
+
+A 429 or 418 closes the door for its ``Retry-After`` (or a default): until then every call is
+refused here, without reaching the exchange. Calling on is what turns a 429 into an IP ban and
+extends one, and the ban is per IP: the workers' orders and liquidations share it.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import ccxt.async_support as ccxt_async
+import structlog
 
-from pms.errors import ExchangeUnavailable
+from pms.errors import ExchangeUnavailable, RateLimited
 from pms.exchange.ccxt_factory import make_binanceusdm
 from pms.streaming.book import Level
+
+log = structlog.get_logger(__name__)
+
+# How long to stay away after a 429 / 418 that says no Retry-After.
+DEFAULT_PAUSE_S = {429: 10.0, 418: 120.0}
 
 
 class ListenKeyMissing(ExchangeUnavailable):
@@ -44,8 +56,17 @@ def parse_depth_snapshot(raw: dict[str, Any]) -> DepthSnapshot:
 class ExchangeRest:
     """Async ccxt ``binanceusdm``; one per streamer process."""
 
-    def __init__(self, base_url: str | None, api_key: str, secret: str) -> None:
+    def __init__(
+        self,
+        base_url: str | None,
+        api_key: str,
+        secret: str,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ex: Any = make_binanceusdm(base_url, api_key, secret, asynchronous=True)
+        self._monotonic = monotonic
+        self._closed_until = 0.0  # monotonic: no call before (a 429/418's Retry-After)
         # ccxt's throttle charges a 1000-level depth its weight (20) in 50 ms units: a second
         # of queueing that would also hold a listen-key POST behind it. The streamer makes a
         # handful of REST calls (one snapshot per symbol per resync), well inside the limits.
@@ -78,12 +99,39 @@ class ExchangeRest:
         await self._ex.close()
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
+        wait = self._closed_until - self._monotonic()
+        if wait > 0:
+            raise RateLimited(
+                f"{method} not sent: the exchange asked us to stay away {wait:.0f} s more",
+                {"retryAfterSec": round(wait, 3)},
+            )
         try:
             return await getattr(self._ex, method)(params)
         except ccxt_async.BaseError as exc:
             text = str(exc)
+            if isinstance(exc, ccxt_async.DDoSProtection | ccxt_async.RateLimitExceeded):
+                pause = self._pause_s(exc)
+                self._closed_until = max(self._closed_until, self._monotonic() + pause)
+                log.error("exchange rate limit: no REST call from the streamer", pause_s=pause)
+                raise RateLimited(
+                    f"{method}: rate limited by the exchange: {text[:200]}",
+                    {"retryAfterSec": pause},
+                ) from exc
             if "-1125" in text:
                 raise ListenKeyMissing(f"listen key does not exist: {text[:200]}") from exc
             raise ExchangeUnavailable(
                 f"{method} failed: {type(exc).__name__}: {text[:200]}"
             ) from exc
+
+    def _pause_s(self, exc: Exception) -> float:
+        """The answer's Retry-After, else a default by status (a 418 is a ban: ccxt raises
+        DDoSProtection for it, RateLimitExceeded for a 429)."""
+        headers = {k.lower(): v for k, v in (self._ex.last_response_headers or {}).items()}
+        try:
+            retry_after = float(headers.get("retry-after", ""))
+        except ValueError:
+            retry_after = 0.0
+        if retry_after > 0:
+            return min(retry_after, 24 * 3600.0)
+        banned = not isinstance(exc, ccxt_async.RateLimitExceeded)
+        return DEFAULT_PAUSE_S[418] if banned else DEFAULT_PAUSE_S[429]
