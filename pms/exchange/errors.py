@@ -17,6 +17,31 @@ class OrderUnknownToExchange(ExchangeRejected):
     """The exchange has no such order (-2011 / -2013)."""
 
 
+# How long to stay away after a 429 / 418 whose answer says no usable Retry-After (a 418 is
+# an IP ban).
+DEFAULT_PAUSE_S = {429: 10.0, 418: 120.0}
+MAX_PAUSE_S = 24 * 3600.0
+
+
+def rate_limit_pause_s(
+    exc: Exception, retry_after: str | None, status: int | None = None
+) -> float | None:
+    """How long no call may go to the exchange after ``exc`` (None: it is no rate limit): the
+    answer's Retry-After, else a default by HTTP status (when known; ccxt maps Binance's
+    -1003 to DDoSProtection whatever the status), else by ccxt's class."""
+    if not isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
+        return None
+    try:
+        seconds = float(retry_after or "")
+    except ValueError:
+        seconds = -1.0
+    if seconds >= 0:  # NaN compares false: the default
+        return min(seconds, MAX_PAUSE_S)
+    if status in DEFAULT_PAUSE_S:
+        return DEFAULT_PAUSE_S[status]
+    return DEFAULT_PAUSE_S[429 if isinstance(exc, ccxt.RateLimitExceeded) else 418]
+
+
 def translate(exc: Exception, *, action: str, retry_after: str | None = None) -> PmsError:
     message = str(exc)
     details: dict[str, Any] = {"action": action, "exchange": message[:300]}

@@ -81,6 +81,11 @@ class SignedRest:
         headers: dict[str, str] = getattr(self._local, "headers", _NO_HEADERS)
         return headers
 
+    def last_status(self) -> int | None:
+        """This thread's last HTTP status; None after no answer."""
+        status: int | None = getattr(self._local, "status", None)
+        return status
+
     def fetch(
         self,
         url: str,
@@ -93,11 +98,13 @@ class SignedRest:
             response = self._transport.request(method, url, headers, body)
         except TransportError as exc:
             self._local.headers = _NO_HEADERS
+            self._local.status = None
             details = f"{ex.id} {method} {url}"
             if exc.timeout:
                 raise ccxt.RequestTimeout(details) from exc
             raise ccxt.NetworkError(details) from exc
         self._local.headers = response.headers
+        self._local.status = response.status
         status = response.status
         raw = response.body.strip()
         parsed: Any = None

@@ -22,12 +22,10 @@ import structlog
 
 from pms.errors import ExchangeUnavailable, RateLimited
 from pms.exchange.ccxt_factory import make_binanceusdm
+from pms.exchange.errors import rate_limit_pause_s
 from pms.streaming.book import Level
 
 log = structlog.get_logger(__name__)
-
-# How long to stay away after a 429 / 418 that says no Retry-After.
-DEFAULT_PAUSE_S = {429: 10.0, 418: 120.0}
 
 
 class ListenKeyMissing(ExchangeUnavailable):
@@ -110,7 +108,8 @@ class ExchangeRest:
         except ccxt_async.BaseError as exc:
             text = str(exc)
             if isinstance(exc, ccxt_async.DDoSProtection | ccxt_async.RateLimitExceeded):
-                pause = self._pause_s(exc)
+                headers = {k.lower(): v for k, v in (self._ex.last_response_headers or {}).items()}
+                pause = rate_limit_pause_s(exc, headers.get("retry-after")) or 0.0
                 self._closed_until = max(self._closed_until, self._monotonic() + pause)
                 log.error("exchange rate limit: no REST call from the streamer", pause_s=pause)
                 raise RateLimited(
@@ -122,16 +121,3 @@ class ExchangeRest:
             raise ExchangeUnavailable(
                 f"{method} failed: {type(exc).__name__}: {text[:200]}"
             ) from exc
-
-    def _pause_s(self, exc: Exception) -> float:
-        """The answer's Retry-After, else a default by status (a 418 is a ban: ccxt raises
-        DDoSProtection for it, RateLimitExceeded for a 429)."""
-        headers = {k.lower(): v for k, v in (self._ex.last_response_headers or {}).items()}
-        try:
-            retry_after = float(headers.get("retry-after", ""))
-        except ValueError:
-            retry_after = 0.0
-        if retry_after > 0:
-            return min(retry_after, 24 * 3600.0)
-        banned = not isinstance(exc, ccxt_async.RateLimitExceeded)
-        return DEFAULT_PAUSE_S[418] if banned else DEFAULT_PAUSE_S[429]

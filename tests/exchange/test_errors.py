@@ -13,10 +13,12 @@ import ccxt
 import orjson
 import pytest
 
+from pms.domain.enums import OrderType, Side
 from pms.errors import ExchangeRejected, ExchangeUnavailable, PmsError, RateLimited
 from pms.exchange.binance import BinanceExchange
 from pms.exchange.ccxt_factory import make_binanceusdm
 from pms.exchange.errors import OrderUnknownToExchange, UnknownOrderState, translate
+from pms.exchange.model import OrderRequest
 from pms.exchange.rest import SignedRest
 from pms.exchange.transport import KeepAliveTransport
 from tests.exchange.servers import Answer, CannedServer, http_answer
@@ -298,4 +300,38 @@ def test_a_missing_or_zero_mark_price_is_no_price(server: CannedServer, field: b
         bx.fetch_mark_price("BTC/USDT:USDT")
     server.queue(http_answer(body=b'{"symbol":"BTCUSDT","markPrice":"60000.5"}'))
     assert bx.fetch_mark_price("BTC/USDT:USDT") == Decimal("60000.5")
+    bx.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "pause"),
+    [
+        (binance(418, -1003, "Way too many requests; IP banned.", {"Retry-After": "30"}), 30.0),
+        (binance(429, -1003, "Too many requests."), 10.0),
+    ],
+    ids=["418-retry-after", "429-default"],
+)
+def test_after_a_rate_limit_nothing_is_sent_until_the_pause_is_over(
+    server: CannedServer, answer: Answer, pause: float
+) -> None:
+    """Calling on after a 429 is what earns a ban, and on after a 418 what extends it (the ban
+    is per IP: every process's orders and liquidations stop). The adapter refuses its calls
+    itself, nothing sent, until the answer's Retry-After (or a default) has passed."""
+    now = [100.0]
+    bx = BinanceExchange(server.url, "k", "s", timeout_ms=2000, monotonic=lambda: now[0])
+    server.queue(answer)
+    with pytest.raises(RateLimited):
+        bx.fetch_open_orders()
+    sent = len(server.requests)
+    now[0] += pause - 1
+    with pytest.raises(RateLimited) as refused:
+        bx.create_order(
+            OrderRequest("BTC/USDT:USDT", Side.BUY, OrderType.MARKET, Decimal("0.002"), "t-gate")
+        )
+    assert refused.value.details["placed"] is False
+    assert refused.value.details["retryAfterSec"] == 1.0
+    assert len(server.requests) == sent, "refused here, nothing sent"
+    now[0] += 1
+    server.queue(http_answer(body=b"[]"))
+    assert bx.fetch_open_orders() == []
     bx.close()

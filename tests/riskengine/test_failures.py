@@ -168,7 +168,8 @@ def test_a_close_refused_for_a_retryable_reason_is_resumed_not_repeated(
     h = catching
     sub = open_btc_and_eth(h).sub_account_id
     h.sim.admin(
-        "/sim/faults", {"kind": "429", "count": 1, "path": "/fapi/v1/order", "method": "POST"}
+        "/sim/faults",
+        {"kind": "429", "count": 1, "path": "/fapi/v1/order", "method": "POST", "retryAfter": 0},
     )
 
     h.move(D("57000"))

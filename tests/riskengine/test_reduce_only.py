@@ -110,7 +110,7 @@ def test_a_cancel_that_failed_is_asked_again_a_second_later(app: App, sim: SimSe
     tp = take_profit(t, "0.01", "62000")
     h.close_position(t)
 
-    sim.admin("/sim/faults", {"kind": "429", "count": 1, "path": "/fapi/v1/order"})
+    sim.admin("/sim/faults", {"kind": "429", "count": 1, "path": "/fapi/v1/order", "retryAfter": 0})
     h.monitor.reload([sub])
     assert h.enforced.count((sub, REASON)) == 1
     assert statuses(h, tp) == [("NEW", "NEW")]  # the cancel was refused

@@ -156,7 +156,8 @@ def test_a_resumed_split_close_continues_its_legs(catching: CatchingHarness) -> 
     h = catching
     sub = open_121_btc(h)
     h.sim.admin(
-        "/sim/faults", {"kind": "429", "count": 1, "path": "/fapi/v1/order", "method": "POST"}
+        "/sim/faults",
+        {"kind": "429", "count": 1, "path": "/fapi/v1/order", "method": "POST", "retryAfter": 0},
     )
 
     h.move(D("57000"))

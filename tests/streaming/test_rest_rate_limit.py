@@ -17,9 +17,10 @@ import ccxt.async_support as ccxt_async
 import pytest
 
 from pms.errors import RateLimited
+from pms.exchange.errors import DEFAULT_PAUSE_S
 from pms.sim.runner import SimServer
 from pms.streaming.reconnect import ReconnectPolicy
-from pms.streaming.rest import DEFAULT_PAUSE_S, ExchangeRest
+from pms.streaming.rest import ExchangeRest
 from tests.streaming.conftest import StreamerThread
 
 WINDOW_S = 4.0

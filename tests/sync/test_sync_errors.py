@@ -101,8 +101,12 @@ def test_order_sync_stops_calling_the_exchange_after_a_429(
     open orders."""
     for price in ("2900", "2890", "2880", "2870"):
         limit(desk, "BUY", "0.1", price)
-    sim.admin("/sim/faults", {"kind": "429", "count": 100, "path": "/fapi/v1/order"})
-    sim.admin("/sim/faults", {"kind": "429", "count": 100, "path": "/fapi/v1/openOrders"})
+    sim.admin(
+        "/sim/faults", {"kind": "429", "count": 100, "path": "/fapi/v1/order", "retryAfter": 0}
+    )
+    sim.admin(
+        "/sim/faults", {"kind": "429", "count": 100, "path": "/fapi/v1/openOrders", "retryAfter": 0}
+    )
 
     report = sync_orders(app)
 
@@ -192,7 +196,9 @@ def test_position_sync_stops_at_a_429_from_order_sync(
         return real(method, params)
 
     monkeypatch.setattr(rest, "call", call)
-    sim.admin("/sim/faults", {"kind": "429", "count": 100, "path": "/fapi/v1/order"})
+    sim.admin(
+        "/sim/faults", {"kind": "429", "count": 100, "path": "/fapi/v1/order", "retryAfter": 0}
+    )
     try:
         assert sync_positions(app) == []
         assert calls == ["fapiPrivateV3GetPositionRisk", "fapiPrivateGetOrder"]

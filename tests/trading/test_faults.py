@@ -67,7 +67,7 @@ def our_orders(app: App, sub: int) -> list[Order]:
 def test_unknown_outcome_is_resolved_by_client_order_id(
     fast_app: App, desk: Trader, sim: SimServer, kind: str
 ) -> None:
-    fault = {"kind": kind, "count": 1, "path": "/fapi/v1/order"}
+    fault = {"kind": kind, "count": 1, "path": "/fapi/v1/order", "retryAfter": 0}
     if kind == "timeout":
         fault["holdMs"] = 1500
     sim.admin("/sim/faults", fault)
@@ -82,7 +82,7 @@ def test_unknown_outcome_is_resolved_by_client_order_id(
 def test_rate_limit_places_nothing_and_a_retry_succeeds(
     fast_app: App, desk: Trader, sim: SimServer, kind: str, code: str
 ) -> None:
-    sim.admin("/sim/faults", {"kind": kind, "count": 1, "path": "/fapi/v1/order"})
+    sim.admin("/sim/faults", {"kind": kind, "count": 1, "path": "/fapi/v1/order", "retryAfter": 0})
     request_id = f"{kind}-{desk.sub_account_id}"
     refused = buy(desk, request_id)
     assert not refused["ok"] and refused["error"]["code"] == code, refused

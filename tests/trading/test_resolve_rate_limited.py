@@ -27,7 +27,10 @@ def test_rate_limit_while_resolving_an_unknown_placement_duplicates_the_order(
         "/sim/faults",
         {"kind": "503_unknown", "count": 1, "path": "/fapi/v1/order", "method": "POST"},
     )
-    sim.admin("/sim/faults", {"kind": "429", "count": 1, "path": "/fapi/v1/order", "method": "GET"})
+    sim.admin(
+        "/sim/faults",
+        {"kind": "429", "count": 1, "path": "/fapi/v1/order", "method": "GET", "retryAfter": 0},
+    )
     rid = f"audit-resolve-429-{t.sub_account_id}"
 
     def buy():
