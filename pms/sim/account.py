@@ -88,12 +88,17 @@ class Account:
                 pos.entry = ZERO
             elif (pos.amt > 0) == buy:  # flipped: the remainder opens at the fill price
                 pos.entry = price
+        # Both figures are rounded to the 8 decimals the trade reports (userTrades, ``rp``/``n``)
+        # before they move the wallet: the wallet is exactly the sum of the reported figures,
+        # as Binance's is the sum of its income records (the entry price is a long quotient,
+        # so the unrounded PnL would drift from what the engine books).
+        realized = money(realized, 8)
         commission = money(qty * price * fee_rate, 8)
         pos.realized += realized
         pos.update_time = now
         self.wallet += realized - commission
         self.update_time = now
-        return FillResult(money(realized, 8), commission)
+        return FillResult(realized, commission)
 
     def adjust_position(self, symbol: str, qty: Decimal, now: int) -> None:
         """Admin: add ``qty`` (signed) to a position at the mark, with no fee and no order."""

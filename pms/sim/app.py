@@ -67,7 +67,8 @@ class SimApp:
             if st.latency_ms:
                 await asyncio.sleep(st.latency_ms / 1000)
             now = st.clock.ms()
-            used, o10, o1m = st.rates.record(now, route.weight, route.is_order)
+            weight = route.weight_of(request.raw_path.partition("?")[2])
+            used, o10, o1m = st.rates.record(now, weight, *route.orders)
             headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
             if route.is_order:
                 headers["X-MBX-ORDER-COUNT-10S"] = str(o10)
@@ -124,10 +125,7 @@ class SimApp:
                 raise errors.bad_signature() from None
         if route.security == "KEY":
             auth.check_api_key(request.headers.get("X-MBX-APIKEY"), cfg.api_key)
-        params = auth.parse_params(body)
-        for key, value in auth.parse_params(query).items():
-            params.setdefault(key, value)
-        return params
+        return auth.merge_params(query, body)
 
     async def _not_found(self, request: web.Request) -> web.Response:
         msg = f"Path {request.path}, Method {request.method} is invalid"

@@ -20,7 +20,13 @@ from pms.domain.numbers import ascii_digits
 from pms.sim import errors
 from pms.sim.validation import Params
 
-RAW_KEYS = {"batchOrders", "orderidlist", "origclientorderidlist", "orderIdList"}
+RAW_KEYS = {
+    "batchOrders",
+    "orderIdList",
+    "orderidlist",
+    "origClientOrderIdList",
+    "origclientorderidlist",
+}
 MAX_RECV_WINDOW = 60000
 _API_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
 
@@ -38,6 +44,15 @@ def parse_params(raw: str) -> Params:
         decoded = unquote(value) if key in RAW_KEYS else unquote_plus(value)
         out.setdefault(key, decoded)
     return out
+
+
+def merge_params(query: str, body: str) -> Params:
+    """The request's params: Binance reads a parameter sent in both the query string and the
+    body from the query string."""
+    params = parse_params(query)
+    for key, value in parse_params(body).items():
+        params.setdefault(key, value)
+    return params
 
 
 def split_signature(raw: str) -> tuple[str, str | None]:
@@ -74,9 +89,7 @@ def verify(query: str, body: str, secret: str, server_ms: int) -> Params:
     expected = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature.lower()):
         raise errors.bad_signature()
-    params = parse_params(b_text)
-    for key, value in parse_params(q_text).items():
-        params.setdefault(key, value)
+    params = merge_params(q_text, b_text)
     check_timestamp(params, server_ms)
     return params
 

@@ -92,6 +92,34 @@ def min_notional(notional: str) -> SimError:
     )
 
 
+def above_multiplier_cap() -> SimError:
+    return SimError(-4016, "Price is higher than mark price multiplier cap.")
+
+
+def below_multiplier_floor() -> SimError:
+    return SimError(-4024, "Price is lower than mark price multiplier floor.")
+
+
+def max_open_orders() -> SimError:
+    return SimError(-2025, "Reach max open order limit.")
+
+
+def max_position_at_leverage() -> SimError:
+    return SimError(-2027, "Exceeded the maximum allowable position at current leverage.")
+
+
+def bad_resp_type() -> SimError:
+    return SimError(-1136, "Invalid newOrderRespType.")
+
+
+def bad_combination() -> SimError:
+    return SimError(-1128, "Combination of optional parameters invalid.")
+
+
+def interval_too_long(days: int) -> SimError:
+    return SimError(-1127, f"More than {days * 24} hours between startTime and endTime.")
+
+
 def bad_client_id() -> SimError:
     return SimError(-4015, "Client order id is not valid.")
 

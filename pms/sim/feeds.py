@@ -77,11 +77,9 @@ class Feeds:
     def book_ticker(self, market: Market) -> None:
         """``{"e":"bookTicker","u":1000004,"E":...,"T":...,"s":"BTCUSDT","b":"59999.9",
         "B":"0.712","a":"60000.1","A":"1.204"}``"""
-        # The best level that still has quantity: the top price may have been taken whole.
-        bid = next(market.iter_levels(True), None)
-        ask = next(market.iter_levels(False), None)
+        bid, ask = market.best_level(True), market.best_level(False)
         if bid is None or ask is None:
-            return  # a side taken to its last level: nothing to quote
+            return  # a side taken to its last walkable level: nothing to quote
         now = self.clock.ms()
         fp, fq = market.spec.fmt_price, market.spec.fmt_qty
         self.hub.publish(

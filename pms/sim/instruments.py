@@ -16,6 +16,11 @@ from pms.sim.errors import invalid_symbol
 D = Decimal
 MIN_PRICE = Decimal("0.01")
 MAX_PRICE = Decimal("1000000")
+# PERCENT_PRICE: a limit BUY at most mark * up, a SELL at least mark * down (Binance's values
+# for the majors). MAX_NUM_ORDERS: open orders per symbol.
+MULTIPLIER_UP = Decimal("1.0500")
+MULTIPLIER_DOWN = Decimal("0.9500")
+MAX_NUM_ORDERS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,9 @@ class SymbolSpec:
     quote: str = "USDT"
     min_price: Decimal = MIN_PRICE
     max_price: Decimal = MAX_PRICE
+    multiplier_up: Decimal = MULTIPLIER_UP
+    multiplier_down: Decimal = MULTIPLIER_DOWN
+    max_num_orders: int = MAX_NUM_ORDERS
 
     @property
     def price_precision(self) -> int:
@@ -144,6 +152,12 @@ class SymbolSpec:
             if notional < b.notional_cap:
                 return b
         return self.brackets[-1]
+
+    def max_notional(self, leverage: int) -> Decimal:
+        """The largest position notional allowed at ``leverage``: the cap of the highest
+        bracket whose ``initialLeverage`` still allows it (``maxNotionalValue`` of
+        ``POST /fapi/v1/leverage``; beyond it Binance refuses orders with -2027)."""
+        return max(b.notional_cap for b in self.brackets if b.initial_leverage >= leverage)
 
     def exchange_info(self) -> dict[str, object]:
         """One ``exchangeInfo.symbols[]`` entry::
@@ -196,13 +210,13 @@ class SymbolSpec:
                     "minQty": str(self.min_qty),
                     "maxQty": str(self.market_max_qty),
                 },
-                {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                {"filterType": "MAX_NUM_ORDERS", "limit": self.max_num_orders},
                 {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
                 {"filterType": "MIN_NOTIONAL", "notional": str(self.min_notional)},
                 {
                     "filterType": "PERCENT_PRICE",
-                    "multiplierUp": "1.0500",
-                    "multiplierDown": "0.9500",
+                    "multiplierUp": str(self.multiplier_up),
+                    "multiplierDown": str(self.multiplier_down),
                     "multiplierDecimal": "4",
                 },
             ],

@@ -21,6 +21,9 @@ from pms.domain.numbers import quantize_down, quantize_up
 from pms.sim.instruments import SymbolSpec
 
 LEVELS = 25
+# How far matching walks a side (and the best remaining level is looked for): the synthetic
+# book goes on past the LEVELS it publishes, so a large order never runs out of liquidity.
+WALK_DEPTH = 400
 WALK_TICKS = 4.0  # standard deviation of one walk step, in ticks
 _MASK = (1 << 64) - 1
 
@@ -113,6 +116,15 @@ class Market:
             self._qty_cache.clear()
         self._qty_cache[price] = qty
         return qty
+
+    def best_level(self, buy_side: bool) -> Level | None:
+        """The best level that still has quantity (None if the walkable side is all taken).
+
+        Not ``best_bid()``/``best_ask()``: those are the synthetic top prices, whose whole
+        quantity may have been taken (taken liquidity stays taken until the mid moves), while
+        the published book (depth, bookTicker) and matching already start at the next level.
+        """
+        return next(self.iter_levels(buy_side, WALK_DEPTH), None)
 
     def side_levels(self, buy_side: bool, depth: int = LEVELS) -> list[Level]:
         """Levels best first; ``buy_side`` True gives the bids."""

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from pms.sim import errors
 from pms.sim.account import Account
-from pms.sim.market import Market
+from pms.sim.market import WALK_DEPTH, Market
 from pms.sim.orders import (
     Order,
     OrderRequest,
@@ -32,7 +32,7 @@ from pms.sim.orders import (
 ZERO = Decimal(0)
 MAKER_FEE = Decimal("0.0002")
 TAKER_FEE = Decimal("0.0005")
-MAX_WALK_LEVELS = 400
+MAX_WALK_LEVELS = WALK_DEPTH
 MAX_MODIFY = 10000
 
 
@@ -109,7 +109,11 @@ class Engine:
             raise errors.reduce_only_rejected()
         if req.tif is Tif.GTX and req.price is not None and self._crosses(market, req):
             raise errors.post_only_rejected()
+        if len(self.open_orders(req.symbol)) >= spec.max_num_orders:
+            raise errors.max_open_orders()
         if not req.reduce_only:
+            at = req.price if req.price is not None else market.mark
+            self._check_position_cap(market, req.buy, req.qty, at)
             self._check_margin(market, req, pos)
         now = self.now()
         price = req.price if req.price is not None else ZERO
@@ -159,6 +163,8 @@ class Engine:
         if order.executed > 0 and qty <= order.executed:
             self._finish(order, Status.CANCELED, "CANCELED")
             return order
+        if not order.reduce_only:
+            self._check_position_cap(market, order.buy, qty - order.executed, price, order)
         probe = OrderRequest(order.symbol, order.buy, order.type, order.tif, qty, price, False, "")
         if order.tif is Tif.GTX and self._crosses(market, probe):
             self._finish(order, Status.CANCELED, "CANCELED")
@@ -202,10 +208,29 @@ class Engine:
 
     # --- internals -------------------------------------------------------------------
     def _crosses(self, market: Market, req: OrderRequest) -> bool:
+        """Whether a limit order would trade on arrival: against the first opposite level
+        that still has quantity, the level a taker would meet and the book shows as best."""
         assert req.price is not None
-        if req.buy:
-            return req.price >= market.best_ask()
-        return req.price <= market.best_bid()
+        level = market.best_level(not req.buy)
+        if level is None:
+            return False
+        return req.price >= level[0] if req.buy else req.price <= level[0]
+
+    def _check_position_cap(
+        self, market: Market, buy: bool, qty: Decimal, price: Decimal, skip: Order | None = None
+    ) -> None:
+        """-2027 when the position could grow past the bracket cap at the current leverage:
+        the position (at mark) plus every open order on the same side and this one, as if
+        all filled (``skip``: the order being amended, counted with its new values)."""
+        symbol = market.spec.symbol
+        cap = market.spec.max_notional(self.account.leverage[symbol])
+        amt = self.account.positions[symbol].amt
+        exposure = (amt if buy else -amt) * market.mark + qty * price
+        for o in self.open_orders(symbol):
+            if o.buy == buy and not o.reduce_only and o is not skip:
+                exposure += o.remaining * o.price
+        if exposure > cap:
+            raise errors.max_position_at_leverage()
 
     def _check_margin(self, market: Market, req: OrderRequest, pos: Decimal) -> None:
         closing = min(req.qty, abs(pos)) if pos and (pos > 0) != req.buy else ZERO

@@ -94,8 +94,28 @@ class Order:
             return "0.00"
         return format(avg.quantize(Decimal("1e-8")).normalize(), "f")
 
+    def ack_payload(self) -> dict[str, object]:
+        """The answer to ``newOrderRespType=ACK`` (Binance's default): the order as accepted,
+        before it matched, so a MARKET order still shows ``NEW`` with nothing executed; its
+        fills are reported by the user stream and by a later query::
+
+        {"orderId":1000000001,"symbol":"BTCUSDT","status":"NEW","clientOrderId":"x-1",
+         "price":"0.0","avgPrice":"0.00","origQty":"0.010","executedQty":"0.000",
+         "cumQty":"0.000","cumQuote":"0.00000000",...,"updateTime":1767225600000}
+        """
+        zero = self.spec.fmt_qty(ZERO)
+        return {
+            **self.payload(),
+            "status": str(Status.NEW),
+            "avgPrice": "0.00",
+            "executedQty": zero,
+            "cumQty": zero,
+            "cumQuote": m8(ZERO),
+            "updateTime": self.time,
+        }
+
     def payload(self) -> dict[str, object]:
-        """REST order object (``newOrderRespType=RESULT``)::
+        """REST order object (``newOrderRespType=RESULT``, queries, cancels, amends)::
 
         {"orderId":1000000001,"symbol":"BTCUSDT","status":"FILLED","clientOrderId":"x-1",
          "price":"0.0","avgPrice":"60000.15","origQty":"0.010","executedQty":"0.010",

@@ -17,11 +17,15 @@ import orjson
 from pms.domain.numbers import ascii_digits
 from pms.sim import errors
 from pms.sim.account import m8
+from pms.sim.auth import parse_params
 from pms.sim.funding import INCOME_TYPES, next_funding_time
+from pms.sim.market import Level, Market
 from pms.sim.orders import Order
 from pms.sim.state import SimState
 from pms.sim.validation import (
     Params,
+    ack_param,
+    check_percent_price,
     check_price,
     check_qty,
     client_id,
@@ -30,20 +34,45 @@ from pms.sim.validation import (
     limit_param,
     order_request,
     require,
+    time_window,
+    trades_window,
 )
 
 Handler = Callable[[Params], Awaitable[Any]]
 MAX_BATCH = 5
+ONE_ORDER = (1, 1)
+# batchOrders (POST and PUT): 5 on the 10 s order counter and 1 on the minute one, whatever
+# the number of items (Binance's "Place/Modify Multiple Orders" weights).
+BATCH_ORDERS = (5, 1)
+
+
+def open_orders_weight(query: Params) -> int:
+    """``GET /fapi/v1/openOrders``: 1 for one symbol, 40 with the symbol omitted."""
+    return 1 if query.get("symbol") else 40
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """One endpoint. ``weight`` counts on ``X-MBX-USED-WEIGHT-1M``: a number, or a function
+    of the query parameters for weights that depend on them; ``orders`` counts on
+    ``X-MBX-ORDER-COUNT-10S`` / ``-1M`` (both 0: not an order endpoint, no order headers)."""
+
     method: str
     path: str
     handler: Handler
     security: str  # NONE | KEY (API key only) | SIGNED
-    weight: int = 1
-    is_order: bool = False
+    weight: int | Callable[[Params], int] = 1
+    orders: tuple[int, int] = (0, 0)
+
+    @property
+    def is_order(self) -> bool:
+        return self.orders != (0, 0)
+
+    def weight_of(self, raw_query: str) -> int:
+        """The weight of one request (the query is parsed only for a weight that needs it)."""
+        if callable(self.weight):
+            return self.weight(parse_params(raw_query))
+        return self.weight
 
 
 class Rest:
@@ -78,23 +107,26 @@ class Rest:
             r("GET", "/fapi/v1/commissionRate", self.commission_rate, "SIGNED"),
             r("GET", "/fapi/v1/feeBurn", self.fee_burn, "SIGNED", 30),
             r("POST", "/fapi/v1/feeBurn", self.set_fee_burn, "SIGNED"),
-            r("POST", "/fapi/v1/order", self.new_order, "SIGNED", 0, True),
+            r("POST", "/fapi/v1/order", self.new_order, "SIGNED", 0, ONE_ORDER),
             r("GET", "/fapi/v1/order", self.get_order, "SIGNED"),
             r("DELETE", "/fapi/v1/order", self.cancel_order, "SIGNED"),
-            r("PUT", "/fapi/v1/order", self.amend_order, "SIGNED", 1, True),
-            r("POST", "/fapi/v1/batchOrders", self.batch_new, "SIGNED", 5, True),
-            r("PUT", "/fapi/v1/batchOrders", self.batch_amend, "SIGNED", 5, True),
+            r("PUT", "/fapi/v1/order", self.amend_order, "SIGNED", 1, ONE_ORDER),
+            r("POST", "/fapi/v1/batchOrders", self.batch_new, "SIGNED", 5, BATCH_ORDERS),
+            r("PUT", "/fapi/v1/batchOrders", self.batch_amend, "SIGNED", 5, BATCH_ORDERS),
             r("DELETE", "/fapi/v1/batchOrders", self.batch_cancel, "SIGNED"),
             r("DELETE", "/fapi/v1/allOpenOrders", self.cancel_all, "SIGNED"),
-            r("GET", "/fapi/v1/openOrders", self.open_orders, "SIGNED", 1),
+            r("GET", "/fapi/v1/openOrders", self.open_orders, "SIGNED", open_orders_weight),
             r("GET", "/fapi/v1/openAlgoOrders", self.empty_list, "SIGNED"),
             r("GET", "/fapi/v1/allOrders", self.all_orders, "SIGNED", 5),
             r("GET", "/fapi/v1/userTrades", self.user_trades, "SIGNED", 5),
             r("GET", "/fapi/v1/income", self.income, "SIGNED", 30),
         ]
+        out += [
+            r("GET", "/fapi/v2/positionRisk", self.position_risk_v2, "SIGNED", 5),
+            r("GET", "/fapi/v3/positionRisk", self.position_risk, "SIGNED", 5),
+        ]
         for v in ("v2", "v3"):
             out += [
-                r("GET", f"/fapi/{v}/positionRisk", self.position_risk, "SIGNED", 5),
                 r("GET", f"/fapi/{v}/account", self.account, "SIGNED", 5),
                 r("GET", f"/fapi/{v}/balance", self.balance, "SIGNED", 5),
             ]
@@ -159,7 +191,7 @@ class Rest:
         out = []
         for s in self._symbols(p):
             m = self.state.markets[s]
-            bid, ask = m.side_levels(True, 1)[0], m.side_levels(False, 1)[0]
+            bid, ask = _best(m, True), _best(m, False)
             out.append(
                 {
                     "symbol": s,
@@ -257,7 +289,7 @@ class Rest:
         if not 1 <= lev <= spec.max_leverage:
             raise errors.leverage_invalid(raw)
         self.state.account.leverage[spec.symbol] = lev
-        cap = max(b.notional_cap for b in spec.brackets if b.initial_leverage >= lev)
+        cap = spec.max_notional(lev)
         return {"leverage": lev, "maxNotionalValue": str(int(cap)), "symbol": spec.symbol}
 
     async def margin_type(self, p: Params) -> Any:
@@ -298,9 +330,11 @@ class Rest:
     # --- orders --------------------------------------------------------------------------
     def _place(self, p: Params) -> dict[str, Any]:
         m = self.state.market(require(p, "symbol"))
+        ack = ack_param(p)
         default_id = f"simauto{next(self._auto_ids):016d}"
-        req = order_request(m.spec, p, default_id, m.mid)
-        return self.state.engine.place(req).payload()
+        req = order_request(m.spec, p, default_id, m.mark)
+        order = self.state.engine.place(req)
+        return order.ack_payload() if ack else order.payload()
 
     async def new_order(self, p: Params) -> Any:
         return self._place(p)
@@ -336,6 +370,8 @@ class Rest:
         price = decimal_param(p, "price")
         check_qty(order.spec, qty, False)
         check_price(order.spec, price)
+        # Refused here, before the engine touches it: the order stays as it was.
+        check_percent_price(order.spec, order.buy, price, self.state.mark(order.symbol))
         return self.state.engine.amend(order, qty, price).payload()
 
     async def amend_order(self, p: Params) -> Any:
@@ -364,12 +400,14 @@ class Rest:
     async def batch_cancel(self, p: Params) -> Any:
         symbol = require(p, "symbol")
         self.state.market(symbol)
-        ids, cids = p.get("orderidlist") or p.get("orderIdList"), p.get("origclientorderidlist")
+        # Binance documents orderIdList / origClientOrderIdList; ccxt sends them lowercase.
+        ids = p.get("orderIdList") or p.get("orderidlist")
+        cids = p.get("origClientOrderIdList") or p.get("origclientorderidlist")
         if ids and cids:
-            raise errors.SimError(-1128, "Combination of optional parameters invalid.")
+            raise errors.bad_combination()
         raw, key = (ids, "orderId") if ids else (cids, "origClientOrderId")
         if not raw:
-            raise errors.mandatory("orderidlist")
+            raise errors.mandatory("orderIdList")
         try:
             values = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -397,10 +435,11 @@ class Rest:
         return [o.payload() for o in self.state.engine.open_orders(symbol)]
 
     async def all_orders(self, p: Params) -> Any:
+        """Orders created within a window of at most 7 days (the last 7 by default; see
+        :func:`~pms.sim.validation.time_window`), from ``orderId`` on if sent."""
         symbol = self.state.market(require(p, "symbol")).spec.symbol
         from_id = int_param(p, "orderId", 0) or 0
-        start = int_param(p, "startTime", 0) or 0
-        end = int_param(p, "endTime", 1 << 62) or (1 << 62)
+        start, end = time_window(p, self.state.clock.ms())
         limit = min(max(int_param(p, "limit", 500) or 500, 1), 1000)
         rows = [
             o for o in self.state.engine.orders.values()
@@ -410,10 +449,11 @@ class Rest:
         return [o.payload() for o in rows]
 
     async def user_trades(self, p: Params) -> Any:
+        """Trades within a window of at most 7 days (the last 7 by default), or from
+        ``fromId`` on with no time window (see :func:`~pms.sim.validation.trades_window`)."""
         symbol = self.state.market(require(p, "symbol")).spec.symbol
         from_id = int_param(p, "fromId", 0) or 0
-        start = int_param(p, "startTime", 0) or 0
-        end = int_param(p, "endTime", 1 << 62) or (1 << 62)
+        start, end = trades_window(p, self.state.clock.ms())
         limit = min(max(int_param(p, "limit", 500) or 500, 1), 1000)
         order_id = int_param(p, "orderId", 0) or 0  # Binance: only together with symbol
         rows = [
@@ -444,13 +484,22 @@ class Rest:
         return [i.payload() for i in rows]
 
     async def position_risk(self, p: Params) -> Any:
+        """v3: only symbols with a position or open orders, a requested ``symbol`` included
+        (a flat one answers ``[]``)."""
+        return self._position_rows(p, keep_flat=False)
+
+    async def position_risk_v2(self, p: Params) -> Any:
+        """v2: as v3, except that a requested ``symbol`` is answered even when flat."""
+        return self._position_rows(p, keep_flat=bool(p.get("symbol")))
+
+    def _position_rows(self, p: Params, *, keep_flat: bool) -> list[dict[str, object]]:
         oim = self.state.engine.open_order_im()
         acct = self.state.account
-        out = []
-        for s in self._symbols(p):
-            if p.get("symbol") or acct.positions[s].amt != 0 or oim.get(s):
-                out.append(acct.position_risk(s, oim.get(s, Decimal(0))))
-        return out
+        return [
+            acct.position_risk(s, oim.get(s, Decimal(0)))
+            for s in self._symbols(p)
+            if keep_flat or acct.positions[s].amt != 0 or oim.get(s)
+        ]
 
     async def account(self, p: Params) -> Any:
         return self.state.account.account_v3(self.state.engine.open_order_im())
@@ -465,6 +514,16 @@ class Rest:
              "maxWithdrawAmount": asset["maxWithdrawAmount"], "marginAvailable": True,
              "updateTime": asset["updateTime"]}
         ]  # fmt: skip
+
+
+def _best(market: Market, buy_side: bool) -> Level:
+    """The best level with quantity, as the bookTicker stream and matching see it. The top
+    price may have been taken whole (taken liquidity stays taken until the mid moves); a side
+    taken to its last walkable level shows its top price with no quantity."""
+    level = market.best_level(buy_side)
+    if level is not None:
+        return level
+    return (market.best_bid() if buy_side else market.best_ask()), Decimal(0)
 
 
 def _param_text(value: object) -> str:

@@ -79,27 +79,41 @@ class ListenKeys:
         return self.key is not None and key == self.key and self.clock.ms() < self.expires_ms
 
 
+class Window:
+    """A sliding-window sum of counts (``span_ms`` long)."""
+
+    def __init__(self, span_ms: int) -> None:
+        self.span_ms = span_ms
+        self.entries: deque[tuple[int, int]] = deque()
+        self.total = 0
+
+    def add(self, now: int, count: int) -> int:
+        if count:
+            self.entries.append((now, count))
+            self.total += count
+        while self.entries and self.entries[0][0] <= now - self.span_ms:
+            self.total -= self.entries.popleft()[1]
+        return self.total
+
+
 class RateCounter:
-    """Sliding-window counters behind ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-*``."""
+    """Sliding-window counters behind ``X-MBX-USED-WEIGHT-1M`` / ``X-MBX-ORDER-COUNT-*``
+    (counted only: limits are refused through faults, not by these counters)."""
 
     def __init__(self) -> None:
-        self.weights: deque[tuple[int, int]] = deque()
-        self.used = 0
-        self.orders_1m: deque[int] = deque()
-        self.orders_10s: deque[int] = deque()
+        self.weight_1m = Window(60_000)
+        self.orders_10s = Window(10_000)
+        self.orders_1m = Window(60_000)
 
-    def record(self, now: int, weight: int, order: bool) -> tuple[int, int, int]:
-        self.weights.append((now, weight))
-        self.used += weight
-        while self.weights and self.weights[0][0] <= now - 60_000:
-            self.used -= self.weights.popleft()[1]
-        if order:
-            self.orders_1m.append(now)
-            self.orders_10s.append(now)
-        for window, span in ((self.orders_1m, 60_000), (self.orders_10s, 10_000)):
-            while window and window[0] <= now - span:
-                window.popleft()
-        return self.used, len(self.orders_10s), len(self.orders_1m)
+    def record(
+        self, now: int, weight: int, orders_10s: int, orders_1m: int
+    ) -> tuple[int, int, int]:
+        """Count one request; return (weight used in 1 min, orders in 10 s, orders in 1 min)."""
+        return (
+            self.weight_1m.add(now, weight),
+            self.orders_10s.add(now, orders_10s),
+            self.orders_1m.add(now, orders_1m),
+        )
 
 
 class SimState:

@@ -15,6 +15,9 @@ from pms.sim.instruments import SymbolSpec
 from pms.sim.orders import OrderRequest, OrderType, Tif
 
 CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
+HISTORY_DAYS = 7
+HISTORY_MS = HISTORY_DAYS * 24 * 3_600_000
+UNBOUNDED_MS = 1 << 62
 CONDITIONAL = {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
 
 Params = dict[str, str]
@@ -81,6 +84,50 @@ def check_price(spec: SymbolSpec, price: Decimal) -> None:
         raise errors.price_filter()
 
 
+def check_percent_price(spec: SymbolSpec, buy: bool, price: Decimal, mark: Decimal) -> None:
+    """PERCENT_PRICE, for new limit orders and amends: a BUY above ``mark * multiplierUp``
+    (-4016) or a SELL below ``mark * multiplierDown`` (-4024) is refused. Only the side that
+    would trade through the mark is bounded: a deep resting bid is fine."""
+    if buy and price > mark * spec.multiplier_up:
+        raise errors.above_multiplier_cap()
+    if not buy and price < mark * spec.multiplier_down:
+        raise errors.below_multiplier_floor()
+
+
+def ack_param(params: Params) -> bool:
+    """``newOrderRespType``: True for ``ACK`` (Binance's default: the order as accepted,
+    before it matches), False for ``RESULT`` (its state after matching); else -1136."""
+    value = params.get("newOrderRespType", "ACK").upper()
+    if value not in ("ACK", "RESULT"):
+        raise errors.bad_resp_type()
+    return value == "ACK"
+
+
+def time_window(params: Params, now: int) -> tuple[int, int]:
+    """``(start, end)`` (ms, inclusive) of a userTrades/allOrders query: Binance answers at
+    most 7 days. Neither time sent: the last 7 days; one of them: the 7 days after
+    ``startTime`` / before ``endTime``; a longer span: -1127."""
+    start, end = int_param(params, "startTime"), int_param(params, "endTime")
+    if start is None:
+        end = now if end is None else end
+        return end - HISTORY_MS, end
+    if end is None:
+        return start, start + HISTORY_MS
+    if end - start > HISTORY_MS:
+        raise errors.interval_too_long(HISTORY_DAYS)
+    return start, end
+
+
+def trades_window(params: Params, now: int) -> tuple[int, int]:
+    """userTrades' window: ``fromId`` reads by id, whatever the trades' age, and cannot be
+    sent with ``startTime``/``endTime`` (-1128); otherwise :func:`time_window`."""
+    if not params.get("fromId"):
+        return time_window(params, now)
+    if params.get("startTime") or params.get("endTime"):
+        raise errors.bad_combination()
+    return 0, UNBOUNDED_MS
+
+
 def client_id(params: Params, key: str, default: str) -> str:
     value = params.get(key)
     if value is None:
@@ -91,9 +138,11 @@ def client_id(params: Params, key: str, default: str) -> str:
 
 
 def order_request(
-    spec: SymbolSpec, params: Params, default_client_id: str, ref_price: Decimal
+    spec: SymbolSpec, params: Params, default_client_id: str, mark: Decimal
 ) -> OrderRequest:
-    """Validate a new-order request (``POST /fapi/v1/order`` or one batchOrders item)."""
+    """Validate a new-order request (``POST /fapi/v1/order`` or one batchOrders item).
+
+    ``mark`` bounds a limit price (PERCENT_PRICE) and values a market order's notional."""
     side = require(params, "side").upper()
     if side not in ("BUY", "SELL"):
         raise errors.SimError(-1117, "Invalid side.")
@@ -125,11 +174,12 @@ def order_request(
             raise errors.SimError(-1116, "GTD orders are not supported by the simulator.")
         price = decimal_param(params, "price")
         check_price(spec, price)
+        check_percent_price(spec, side == "BUY", price, mark)
     else:
         if params.get("price"):
             raise errors.SimError(-1106, "Parameter 'price' sent when not required.")
         tif = Tif.GTC
-    notional = qty * (price if price is not None else ref_price)
+    notional = qty * (price if price is not None else mark)
     if not reduce_only and notional < spec.min_notional:
         raise errors.min_notional(str(spec.min_notional))
     cid = client_id(params, "newClientOrderId", default_client_id)

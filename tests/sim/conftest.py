@@ -6,12 +6,14 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 import requests
 
+from pms.clock import TestClock
 from pms.exchange.ccxt_factory import make_binanceusdm
 from pms.sim.runner import SimServer
 
@@ -78,3 +80,25 @@ class Raw:
 @pytest.fixture(scope="module")
 def raw(sim: SimServer) -> Raw:
     return Raw(sim)
+
+
+class Clocked:
+    """A simulator on a TestClock; signed requests carry the simulator's time."""
+
+    def __init__(self, sim: SimServer, clock: TestClock) -> None:
+        self.sim = sim
+        self.clock = clock
+        self.raw = Raw(sim)
+
+    def send(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self.raw.send(method, path, params, timestamp=self.clock.ms())
+
+    def advance(self, ms: int) -> None:
+        self.sim.admin("/sim/clock", {"advanceMs": ms})
+
+
+@pytest.fixture(scope="module")
+def clocked() -> Iterator[Clocked]:
+    clock = TestClock(datetime(2026, 3, 1, 1, tzinfo=UTC))
+    with SimServer(clock=clock, seed=7, symbols=("BTCUSDT",), paused=True) as server:
+        yield Clocked(server, clock)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import time
 from typing import Any
 
 import ccxt
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -172,3 +176,99 @@ def test_fuzzed_raw_batch_body_never_500(raw: Raw, body: str) -> None:
     resp = raw.send("POST", "/fapi/v1/batchOrders", raw=f"batchOrders={body}&timestamp="
                     f"{int(time.time() * 1000)}")  # fmt: skip
     assert resp.status_code < 500, resp.text
+
+
+# --- protocol details Binance documents (USDⓈ-M "General Info", "New Order", "Cancel Multiple
+# Orders", "Position Information V2/V3", "Current All Open Orders", "Place Multiple Orders") ---
+
+LIMIT = {"symbol": "BTCUSDT", "type": "LIMIT", "timeInForce": "GTC"}
+
+
+def test_query_string_parameter_wins_over_body(sim: SimServer) -> None:
+    """General Info: "If a parameter sent in both the query string and request body, the
+    query string parameter will be used."."""
+    query = "symbol=BTCUSDT&side=BUY&type=LIMIT&timeInForce=GTC&price=59000&quantity=0.002"
+    body = f"quantity=0.003&timestamp={int(time.time() * 1000)}"
+    sig = hmac.new(sim.secret.encode(), (query + body).encode(), hashlib.sha256).hexdigest()
+    resp = requests.post(
+        f"{sim.url}/fapi/v1/order?{query}",
+        data=f"{body}&signature={sig}",
+        headers={"X-MBX-APIKEY": sim.api_key,
+                 "Content-Type": "application/x-www-form-urlencoded"},
+        timeout=10,
+    )  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["origQty"] == "0.002"
+
+
+def test_market_order_default_response_is_ack_not_final_result(raw: Raw) -> None:
+    """New Order: ``newOrderRespType`` "ACK", "RESULT", default "ACK"; only with RESULT does a
+    MARKET order answer its final FILLED state."""
+    resp = raw.send(
+        "POST",
+        "/fapi/v1/order",
+        {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.002"},
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    # ACK: the order as accepted, not its fills (RESULT was not asked for).
+    assert body["status"] == "NEW" and body["executedQty"] == "0.000", body
+
+
+def test_invalid_new_order_resp_type_is_1136(raw: Raw) -> None:
+    """New Order: any other ``newOrderRespType`` is -1136 "Invalid newOrderRespType."."""
+    resp = raw.send("POST", "/fapi/v1/order",
+                    {**LIMIT, "side": "BUY", "quantity": "0.002", "price": "59000",
+                     "newOrderRespType": "FULL"})  # fmt: skip
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["code"] == -1136
+
+
+def test_batch_cancel_accepts_documented_orig_client_order_id_list(raw: Raw) -> None:
+    """Cancel Multiple Orders: ``orderIdList`` / ``origClientOrderIdList`` (ccxt sends them
+    lowercase; both spellings are read)."""
+    placed = raw.send("POST", "/fapi/v1/order",
+                      {**LIMIT, "side": "BUY", "quantity": "0.002", "price": "59000",
+                       "newClientOrderId": "audit-1"})  # fmt: skip
+    assert placed.status_code == 200, placed.text
+    resp = raw.send(
+        "DELETE",
+        "/fapi/v1/batchOrders",
+        {"symbol": "BTCUSDT", "origClientOrderIdList": json.dumps(["audit-1"])},
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()[0]["status"] == "CANCELED"
+
+
+def test_position_risk_v3_with_symbol_omits_flat_symbol(raw: Raw) -> None:
+    """Position Information V3: "only symbol that has position or open orders will be
+    returned"."""
+    rows = raw.send("GET", "/fapi/v3/positionRisk", {"symbol": "ETHUSDT"}).json()
+    assert rows == []
+
+
+def test_position_risk_v2_with_symbol_still_answers_a_flat_symbol(raw: Raw) -> None:
+    """Position Information V2 lists symbols whatever their position: a requested flat symbol
+    is answered (unlike v3)."""
+    rows = raw.send("GET", "/fapi/v2/positionRisk", {"symbol": "ETHUSDT"}).json()
+    assert [(r["symbol"], r["positionAmt"]) for r in rows] == [("ETHUSDT", "0.000")]
+
+
+def test_open_orders_without_symbol_weighs_40(raw: Raw) -> None:
+    """openOrders weight: "1 for a single symbol; 40 when the symbol parameter is omitted"."""
+    before = int(raw.send("GET", "/fapi/v1/openOrders", {"symbol": "BTCUSDT"})
+                 .headers["X-MBX-USED-WEIGHT-1M"])  # fmt: skip
+    after = int(raw.send("GET", "/fapi/v1/openOrders").headers["X-MBX-USED-WEIGHT-1M"])
+    assert after - before == 40
+
+
+def test_batch_orders_count_5_on_the_10s_order_counter(raw: Raw) -> None:
+    """batchOrders: "5 on 10s order rate limit(X-MBX-ORDER-COUNT-10S)"."""
+    items = [{**LIMIT, "side": "BUY", "quantity": "0.002", "price": "59000"}]
+    first = raw.send("POST", "/fapi/v1/batchOrders", {"batchOrders": json.dumps(items)}).headers[
+        "X-MBX-ORDER-COUNT-10S"
+    ]
+    second = raw.send("POST", "/fapi/v1/batchOrders", {"batchOrders": json.dumps(items)}).headers[
+        "X-MBX-ORDER-COUNT-10S"
+    ]
+    assert int(second) - int(first) == 5
