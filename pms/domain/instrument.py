@@ -42,6 +42,10 @@ class Instrument:
     max_price: Decimal
     trading: bool = True
     brackets: tuple[LeverageBracket, ...] = ()
+    # PERCENT_PRICE: the exchange refuses a BUY limit above mark × up and a SELL limit below
+    # mark × down (-4016 / -4024); None when the venue states none.
+    percent_up: Decimal | None = None
+    percent_down: Decimal | None = None
 
     def bracket_for(self, notional: Decimal) -> LeverageBracket:
         """The bracket whose [floor, cap) contains ``notional`` (the last one beyond all caps)."""

@@ -151,7 +151,9 @@ def parse_instrument(raw: dict[str, Any], brackets: list[dict[str, Any]]) -> Ins
                       "stepSize": "0.001"},
                      {"filterType": "MARKET_LOT_SIZE", "minQty": "0.001", "maxQty": "120",
                       "stepSize": "0.001"},
-                     {"filterType": "MIN_NOTIONAL", "notional": "100"}]}
+                     {"filterType": "MIN_NOTIONAL", "notional": "100"},
+                     {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500",
+                      "multiplierDown": "0.9500", "multiplierDecimal": "4"}]}
         brackets: [{"bracket": 1, "initialLeverage": 125, "notionalCap": 50000,
                     "notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0}, ...]
     """
@@ -160,6 +162,7 @@ def parse_instrument(raw: dict[str, Any], brackets: list[dict[str, Any]]) -> Ins
     lot = filters.get("LOT_SIZE", {})
     market_lot = filters.get("MARKET_LOT_SIZE", lot)
     notional = filters.get("MIN_NOTIONAL", {})
+    percent = filters.get("PERCENT_PRICE", {})
     parsed = tuple(
         LeverageBracket(
             bracket=int(b["bracket"]),
@@ -188,6 +191,8 @@ def parse_instrument(raw: dict[str, Any], brackets: list[dict[str, Any]]) -> Ins
         max_price=_d(price_f.get("maxPrice"), "maxPrice"),
         trading=raw.get("status") == "TRADING",
         brackets=parsed,
+        percent_up=_d(percent["multiplierUp"], "multiplierUp") if percent else None,
+        percent_down=_d(percent["multiplierDown"], "multiplierDown") if percent else None,
     )
 
 

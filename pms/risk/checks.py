@@ -304,13 +304,20 @@ def check_min_notional(intent: OrderIntent, context: RiskContext) -> Reason | No
 
 
 def check_price_band(intent: OrderIntent, context: RiskContext) -> Reason | None:
-    """A limit price further than ``price_band_bps`` from mark is almost always a typo."""
+    """A limit price further than ``price_band_bps`` from mark is almost always a typo; one
+    beyond the exchange's PERCENT_PRICE filter on its side would be refused by the exchange
+    (a BUY above mark × multiplierUp, a SELL below mark × multiplierDown)."""
     price = intent.price
     mark = context.marks.get(intent.symbol)
     if intent.order_type is not OrderType.LIMIT or price is None or mark is None:
         return None
     if not is_price(mark):
         return None  # check_market_data owns this
+    instrument = context.instruments.get(intent.symbol)
+    if instrument is not None:
+        refused = _beyond_percent_price(intent.side, price, mark, instrument)
+        if refused is not None:
+            return refused
     band = mark * context.rules.price_band_bps / _BPS
     if abs(price - mark) <= band:
         return None
@@ -320,6 +327,27 @@ def check_price_band(intent: OrderIntent, context: RiskContext) -> Reason | None
         f"limit price {_w(price)} is outside the allowed band {_w(low)}-{_w(high)} "
         f"({context.rules.price_band_bps} bps around mark {_w(mark)})",
         {"field": "price", "mark": _w(mark), "low": _w(low), "high": _w(high)},
+    )
+
+
+def _beyond_percent_price(
+    side: Side, price: Decimal, mark: Decimal, instrument: Instrument
+) -> Reason | None:
+    if side is Side.BUY and instrument.percent_up is not None:
+        limit, word = mark * instrument.percent_up, "above"
+        if price <= limit:
+            return None
+    elif side is Side.SELL and instrument.percent_down is not None:
+        limit, word = mark * instrument.percent_down, "below"
+        if price >= limit:
+            return None
+    else:
+        return None
+    return Reason(
+        ValidationError.code,
+        f"limit price {_w(price)} is {word} {_w(limit)}, the exchange's limit for a"
+        f" {side.value} of {instrument.symbol} at mark {_w(mark)}",
+        {"field": "price", "mark": _w(mark), "limit": _w(limit)},
     )
 
 

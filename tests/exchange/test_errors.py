@@ -5,7 +5,7 @@ before (``pms.exchange.errors.translate`` on ccxt's exception, Retry-After inclu
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +21,7 @@ from pms.exchange.errors import OrderUnknownToExchange, UnknownOrderState, trans
 from pms.exchange.model import OrderRequest
 from pms.exchange.rest import SignedRest
 from pms.exchange.transport import KeepAliveTransport
+from pms.sim.runner import SimServer
 from tests.exchange.servers import Answer, CannedServer, http_answer
 
 
@@ -335,3 +336,17 @@ def test_after_a_rate_limit_nothing_is_sent_until_the_pause_is_over(
     server.queue(http_answer(body=b"[]"))
     assert bx.fetch_open_orders() == []
     bx.close()
+
+
+def test_instruments_carry_the_exchanges_filters(
+    sim: SimServer, adapter: Callable[..., BinanceExchange]
+) -> None:
+    """exchangeInfo's filters as the pre-trade checks use them, PERCENT_PRICE included."""
+    btc = adapter(sim.url).load_instruments()["BTC/USDT:USDT"]
+    assert (btc.tick_size, btc.step_size, btc.min_notional) == (
+        Decimal("0.1"),
+        Decimal("0.001"),
+        Decimal("100"),
+    )
+    assert (btc.percent_up, btc.percent_down) == (Decimal("1.0500"), Decimal("0.9500"))
+    assert btc.brackets[0].initial_leverage == 125

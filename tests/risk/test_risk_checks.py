@@ -11,7 +11,7 @@ from pms.domain.enums import AccountStatus, OrderType, Side, Tier, TimeInForce
 from pms.errors import InsufficientMargin
 from pms.risk import OrderIntent, Quote, is_risk_reducing, validate
 from pms.risk import checks as c
-from tests.risk.builders import BTC, ETH, context, instrument, intent, order, pos
+from tests.risk.builders import BTC, ETH, INSTRUMENTS, context, instrument, intent, order, pos
 
 D = Decimal
 
@@ -187,6 +187,23 @@ def test_limit_price_band_around_mark() -> None:
     assert reason is not None and reason.code == "VALIDATION_ERROR"
     assert "57000-63000" in reason.message
     assert c.check_price_band(intent(price="63000.1"), context(price_band_bps=1000)) is None
+
+
+def test_the_exchanges_percent_price_filter_holds_whatever_the_rules_band() -> None:
+    """A wider band in the risk rules does not let through what the exchange refuses
+    (PERCENT_PRICE: -4016 for a BUY above mark × up, -4024 for a SELL below mark × down):
+    the trader hears why before anything is sent, not EXCHANGE_REJECTED after."""
+    btc = replace(INSTRUMENTS[BTC], percent_up=D("1.05"), percent_down=D("0.95"))
+    wide = context(price_band_bps=2000, instruments={**INSTRUMENTS, BTC: btc})
+    assert c.check_price_band(intent(Side.BUY, price="63000"), wide) is None  # exactly 1.05
+    refused = c.check_price_band(intent(Side.BUY, price="63000.1"), wide)
+    assert code(refused) == "VALIDATION_ERROR"
+    assert refused is not None and "above 63000" in refused.message
+    assert c.check_price_band(intent(Side.SELL, price="57000"), wide) is None
+    assert "below 57000" in c.check_price_band(intent(Side.SELL, price="56999.9"), wide).message  # type: ignore[union-attr]
+    # Only the side that would trade through the mark is limited.
+    assert c.check_price_band(intent(Side.SELL, price="70000"), wide) is None
+    assert c.check_price_band(intent(Side.BUY, price="50000"), wide) is None
 
 
 def test_reduce_only_must_reduce() -> None:
