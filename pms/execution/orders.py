@@ -733,8 +733,8 @@ class OrderService:
         return self._place_deferred(order, OrderType.MARKET, None, None, False, "close")
 
     def set_leverage(self, c: cmd.SetLeverage) -> dict[str, Any]:
-        """Leverage is per sub-account and symbol, enforced by our checks; the master account
-        runs at the symbol's maximum so it never refuses what a sub-account may do."""
+        """Leverage is per sub-account and symbol, enforced by our checks, never sent to the
+        exchange (the master account's own leverage is the operator's: docs/commands.md)."""
         instrument = self._instruments.get(c.symbol)
         with unit_of_work(self._factory) as s:
             account = lock_account(s, c.subAccountId)
