@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -34,18 +35,22 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(settings, process="scheduler")
-    jobs = (
-        Job("sync_orders", args.order_sync_sec),
-        Job("sync_positions", args.position_sync_sec),
-        Job("settle_funding", args.funding_sec),
-    )
-    service = SchedulerService(
-        settings,
-        redis.Redis.from_url(settings.redis_url),
-        SystemClock(),
-        jobs=jobs,
-        lock_ttl_ms=args.lock_ttl_ms,
-    )
+    try:
+        jobs = (
+            Job("sync_orders", args.order_sync_sec),
+            Job("sync_positions", args.position_sync_sec),
+            Job("settle_funding", args.funding_sec),
+        )
+        service = SchedulerService(
+            settings,
+            redis.Redis.from_url(settings.redis_url),
+            SystemClock(),
+            jobs=jobs,
+            lock_ttl_ms=args.lock_ttl_ms,
+        )
+    except ValueError as exc:
+        print(f"pms scheduler: {exc}", file=sys.stderr)
+        return 2
     done = threading.Event()
 
     def shutdown(*_: object) -> None:

@@ -33,6 +33,9 @@ class ChildSpec:
     stop_timeout_s: float = 20.0
     user: str | None = None  # run as this user (Postgres refuses to run as root)
     port: tuple[str, int] | None = None  # started = accepting TCP connections here
+    # Stopped only once the others are down: what they call while finishing (the simulator
+    # in sim mode: workers finish in-flight commands against it).
+    stop_last: bool = False
 
 
 def _die_with_parent() -> None:

@@ -3,9 +3,12 @@
 Start: private services (if any) → wait for their ports → migrate → engine processes in plan
 order, each with a port waiting for it to accept before the next starts. A child that exits
 while the group is running is restarted after a backoff (1 s, doubling to 30 s; reset after a
-minute of good health). SIGINT/SIGTERM: every engine child's group gets its stop signal at
-once (workers finish in-flight commands, re-queue prefetched ones), then the group waits;
-stragglers get SIGKILL. Private services stop last. A second Ctrl-C kills at once.
+minute of good health). An engine child that fails to start stops the whole group (exit 1):
+never a system running with only part of it. SIGINT/SIGTERM: every engine child's group gets
+its stop signal at once (workers finish in-flight commands, re-queue prefetched ones), then
+the group waits; stragglers get SIGKILL; then the children marked ``stop_last`` (the
+simulator, which those in-flight commands still call), then the private services. A second
+Ctrl-C kills at once.
 """
 
 from __future__ import annotations
@@ -87,8 +90,11 @@ class Supervisor:
             if self.before_engine is not None:
                 self.before_engine()
             for child in self.engine:
-                if self.stopping.is_set() or not self._start(child):
+                if self.stopping.is_set():
                     break
+                if not self._start(child):
+                    self.say(f"{child.name} did not start: stopping everything")
+                    return 1
             if self.ready is not None and not self.stopping.is_set():
                 threading.Thread(target=self._announce_ready, daemon=True).start()
             self._watch()
@@ -127,7 +133,8 @@ class Supervisor:
                         child.failures = 0
                     continue
                 if child.restart_at is None:
-                    delay = min(BACKOFF_START_S * 2**child.failures, BACKOFF_MAX_S)
+                    # The exponent capped: hours of crash-looping would overflow the float.
+                    delay = min(BACKOFF_START_S * 2 ** min(child.failures, 16), BACKOFF_MAX_S)
                     child.failures += 1
                     child.restart_at = now + delay
                     self.say(f"{child.name} exited with code {code}; restarting in {delay:.0f} s")
@@ -156,7 +163,9 @@ class Supervisor:
 
     def shutdown(self) -> None:
         self.stopping.set()
-        self._stop(list(reversed(self.engine)))
+        engine = list(reversed(self.engine))
+        self._stop([c for c in engine if not c.spec.stop_last])
+        self._stop([c for c in engine if c.spec.stop_last])
         self._stop(list(reversed(self.services)))
         self.say(f"stopped (pid {os.getpid()}); no child left")
 

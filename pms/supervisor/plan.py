@@ -1,7 +1,8 @@
 """Which processes ``pms up`` runs: every engine command registered in ``pms``, in order.
 
-Order matters at start (the simulator before anything that calls it) and is reversed at
-stop. A command that is not registered (an engine process still being built) is skipped.
+Order matters at start (the simulator before anything that calls it); at stop the simulator
+goes once every other process is down (``stop_last``). A command that is not registered (an
+engine process still being built) is skipped.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def engine_specs(settings: Settings, registered: frozenset[str], opts: Options) 
         argv = [*PMS, "sim", "--host", host, "--port", str(port)]
         if opts.seed is not None:
             argv += ["--seed", str(opts.seed)]
-        specs.append(ChildSpec("sim", tuple(argv), port=(host, port), stop_timeout_s=10.0))
+        specs.append(
+            ChildSpec("sim", tuple(argv), port=(host, port), stop_timeout_s=10.0, stop_last=True)
+        )
     worker_stop = opts.worker_shutdown_ms / 1000 + 5
     if "worker" in registered:
         flags = ("--shutdown-timeout-ms", str(opts.worker_shutdown_ms))

@@ -24,3 +24,11 @@ def test_the_risk_fleet_serves_metrics_on_the_next_port(
     own = settings.model_copy(update={"worker_metrics_port": port})
     assert env_of(own, "risk-worker")["PMS_WORKER_METRICS_PORT"] == risk
     assert "PMS_WORKER_METRICS_PORT" not in env_of(own, "worker")  # the configured one
+
+
+def test_the_simulator_is_stopped_after_every_process_that_calls_it(settings: Settings) -> None:
+    from pms.config import ExchangeKind
+
+    sim = settings.model_copy(update={"exchange": ExchangeKind.SIM})
+    specs = engine_specs(sim, registered_commands(), Options())
+    assert [s.name for s in specs if s.stop_last] == ["sim"]
