@@ -67,6 +67,9 @@ DEFAULT_FALLBACK_POLL_MS = 100
 # once like any other, so their timeout only paces the consumer thread's check of due delayed
 # messages: once a second is enough and keeps idle consumers off the CPU.
 DELAY_QUEUE_POLL_MS = 1_000
+# How far in the future an eta on a main queue may be (clock skew between hosts) before the
+# message counts as malformed.
+ETA_SLACK_MS = 5_000
 
 # KEYS[1] = namespace
 # ARGV = now_ms, broker_id, heartbeat_timeout_ms, dead_message_ttl_ms, (unused), queue...
@@ -344,13 +347,15 @@ class BlockingClaimConsumer(dramatiq.Consumer):
                 except DecodeError:
                     self._dead_letter_undecodable(data)
                     continue
-                rid = message.options.get("redis_message_id")
-                if not isinstance(rid, str) or not rid:
-                    # JSON, but not a message this broker can ack (a producer that left out
-                    # the mandatory options.redis_message_id): raised here, it restarted the
-                    # consumer and stranded the rest of its claim.
+                why = self._malformed(message)
+                if why is not None:
+                    # JSON, but not a message this consumer can run and ack: raised here (or
+                    # in Dramatiq's worker thread) it restarted the consumer and stranded the
+                    # rest of its claim, or killed the thread.
+                    log.error("malformed message", queue=self.queue_name, reason=why)
                     self._dead_letter_undecodable(data)
                     continue
+                rid = message.options["redis_message_id"]
                 with self._in_flight_lock:
                     self._in_flight[message.message_id] = rid
                 return dramatiq.MessageProxy(message)
@@ -371,6 +376,33 @@ class BlockingClaimConsumer(dramatiq.Consumer):
             if not fetched:
                 return None  # timed out: ConsumerThread checks shutdown and delayed messages
             self.message_cache.extend(fetched)
+
+    def _malformed(self, message: Message[Any]) -> str | None:
+        """Why a decoded message cannot be run here, or None. Its fields must have the wire
+        format's types (docs/wire-format.md), with the mandatory ``options.redis_message_id``;
+        it must name the queue it was read from (Dramatiq's worker thread looks its consumer
+        up by that name, and dies of a KeyError); and on a main queue its ``eta``, if any,
+        must be due (Dramatiq moves a delayed message to its main queue once due: a future
+        eta there would be held in memory, unacked, taking prefetch room until then)."""
+        options = message.options
+        if not isinstance(options, dict):
+            return "options is not an object"
+        rid = options.get("redis_message_id")
+        if not isinstance(rid, str) or not rid:
+            return "options.redis_message_id is missing"
+        for name in ("message_id", "actor_name", "queue_name"):
+            value = getattr(message, name)
+            if not isinstance(value, str) or not value:
+                return f"{name} is not a string"
+        if not isinstance(message.args, list | tuple) or not isinstance(message.kwargs, dict):
+            return "args is not a list or kwargs not an object"
+        if message.queue_name != self.queue_name:
+            return f"it names queue {message.queue_name!r}"
+        eta = options.get("eta")
+        main_queue = not self.queue_name.endswith(".DQ")
+        if main_queue and eta is not None and not _due(eta):
+            return "a future eta on a main queue"
+        return None
 
     def requeue_stranded(self) -> int:
         """Put back on the queue the ids of our ack set that we hold nowhere: a claim whose
@@ -454,6 +486,10 @@ class BlockingClaimConsumer(dramatiq.Consumer):
             with contextlib.suppress(redis.RedisError, OSError):
                 self._conn.disconnect()
             self._conn = None
+
+
+def _due(eta: object) -> bool:
+    return isinstance(eta, int) and eta <= time.time() * 1000 + ETA_SLACK_MS
 
 
 def build_broker(
