@@ -30,12 +30,15 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Out of the repr (URLs may carry passwords; a repr reaches logs and tracebacks).
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
     # Prepended to every Redis key this engine owns, so several systems (or test runs)
     # share one Redis without colliding. Empty in production: keys are then exactly SPEC §3.5.
     redis_prefix: str = ""
     dramatiq_namespace: str = "dramatiq"
-    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/pms"
+    database_url: str = Field(
+        default="postgresql+psycopg2://postgres@127.0.0.1:5432/pms", repr=False
+    )
     exchange: ExchangeKind = ExchangeKind.SIM
     binance_api_key: SecretStr = SecretStr("")
     binance_api_secret: SecretStr = SecretStr("")

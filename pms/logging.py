@@ -1,6 +1,9 @@
 """Structured logs: one JSON event per line, with requestId / subAccountId / algoId bound.
 
-Secrets never reach a log line: settings hold them as ``SecretStr`` and nothing formats them.
+Secrets never reach a log line: settings hold them as ``SecretStr`` and nothing formats them,
+the URLs that may carry passwords are left out of the settings' repr, and a traceback carries
+no frame's locals (structlog shows them by default: any frame holding the app or its settings
+wrote the Redis and Postgres URLs into the log).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import logging
 import sys
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
 from pms.config import Settings
 
@@ -18,7 +22,10 @@ def configure_logging(settings: Settings, *, process: str) -> None:
     # A traceback becomes structured data for JSON; the console renderer formats exc_info
     # itself and cannot print the structured form (it raised TypeError from log.exception).
     tail: list[structlog.typing.Processor] = (
-        [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        [
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+            structlog.processors.JSONRenderer(),
+        ]
         if settings.log_json
         else [structlog.dev.ConsoleRenderer(colors=False)]
     )
