@@ -120,7 +120,7 @@ class AccountCommands:
                     c.subAccountId,
                     amount,
                     request_id=c.requestId,
-                    marked_available=self._available_at_marks(s, account),
+                    marked_available=self.available_at_marks(s, account),
                 )
             balance = views.balance_view(
                 account, entry.amount, "deposit" if deposit else "withdrawal"
@@ -152,8 +152,9 @@ class AccountCommands:
             )
         return entry
 
-    def _available_at_marks(self, s: Session, account: SubAccount) -> Decimal | None:
-        """Equity minus initial margin at current marks (None with nothing open)."""
+    def available_at_marks(self, s: Session, account: SubAccount) -> Decimal | None:
+        """Equity minus initial margin at current marks (None with nothing open): what a
+        withdrawal may take without touching money that covers an unrealized loss."""
         positions = open_positions(s, account.id)
         orders = open_orders(s, account.id)
         if not positions and not orders:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pms.accounts.ledger import lock_account, post_entry
+from pms.commands.schemas import valid_text_id
 from pms.db.models import LedgerEntry, Order, Position, RiskRules, SubAccount
 from pms.domain.enums import AccountStatus, LedgerKind, OrderStatus
 from pms.domain.numbers import ZERO, to_wire
@@ -53,10 +54,10 @@ def _positive(amount: Decimal, what: str) -> Decimal:
 def create_sub_account(
     session: Session, user_id: str, name: str, *, request_id: str | None = None
 ) -> SubAccount:
-    user_id = user_id.strip()
     name = name.strip()
-    if not user_id or len(user_id) > 64:
-        raise ValidationError("userId must be 1 to 64 characters")
+    if not valid_text_id(user_id):
+        # The gateway's rule for a userId: an owner it could not name could never trade.
+        raise ValidationError("userId must be 1 to 64 printable ASCII characters, no spaces")
     if not name or len(name) > MAX_NAME:
         raise ValidationError(f"name must be 1 to {MAX_NAME} characters")
     if user_id == "house":

@@ -14,6 +14,7 @@ import redis
 from sqlalchemy.orm import Session
 
 from pms.accounts import service
+from pms.accounts.ledger import lock_account
 from pms.clock import SystemClock
 from pms.config import load_settings
 from pms.db.session import check_database, make_engine, make_session_factory, unit_of_work
@@ -153,7 +154,18 @@ def _deposit(session: Session, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _withdraw(session: Session, args: argparse.Namespace) -> dict[str, Any]:
-    entry = service.withdraw(session, args.id, args.amount)
+    """As the gateway's withdraw: an account holding positions or orders keeps what covers
+    its unrealized loss at current marks (the streamer's, else the exchange's), not only its
+    margin at entry; without a usable mark nothing moves."""
+    from pms.app import build_app  # the exchange and prices: only a withdrawal needs them
+
+    account = lock_account(session, args.id)
+    app = build_app(load_settings())
+    try:
+        marked = app.accounts.available_at_marks(session, account)
+    finally:
+        app.close()
+    entry = service.withdraw(session, args.id, args.amount, marked_available=marked)
     return {
         "subAccountId": args.id,
         "withdrawn": to_wire(args.amount),

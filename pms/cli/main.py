@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from sqlalchemy.exc import OperationalError
+
 from pms.errors import PmsError
 
 # Sub-command modules, in the order they appear in ``pms --help``.
@@ -53,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except PmsError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:
+        # Postgres unreachable (a command that does not check first): one line, no password
+        # (libpq's message names the host and port only).
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "unreachable"
+        print(f"error: the database is unreachable: {reason}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

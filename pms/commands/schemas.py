@@ -23,6 +23,11 @@ M = TypeVar("M", bound=BaseModel)
 _ID = re.compile(r"^[\x21-\x7e]{1,64}$")  # printable ASCII, no spaces
 
 
+def valid_text_id(value: object) -> bool:
+    """A user id, client order id ... as the gateway may send one."""
+    return isinstance(value, str) and _ID.match(value) is not None
+
+
 def _decimal(value: Any) -> Decimal:
     return parse_decimal(value, "number")
 
@@ -51,9 +56,9 @@ def _symbol(value: Any) -> str:
 
 
 def _text_id(value: Any) -> str:
-    if not isinstance(value, str) or not _ID.match(value):
+    if not valid_text_id(value):
         raise ValueError("must be 1 to 64 printable characters without spaces")
-    return value
+    return str(value)
 
 
 # The request ids of the orders the risk engine places itself (ADL cuts, liquidation closes:
