@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import enum
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pms.errors import ConfigError
+
+DEFAULT_NAMESPACE = "dramatiq"
 
 
 class ExchangeKind(enum.StrEnum):
@@ -32,10 +35,12 @@ class Settings(BaseSettings):
 
     # Out of the repr (URLs may carry passwords; a repr reaches logs and tracebacks).
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
-    # Prepended to every Redis key this engine owns, so several systems (or test runs)
-    # share one Redis without colliding. Empty in production: keys are then exactly SPEC §3.5.
+    # Prepended to every Redis key this engine owns but the command queues, which are named
+    # by the Dramatiq namespace: several systems (or test runs) share one Redis without
+    # colliding when each has both of its own (a prefix with the default namespace is
+    # refused). Empty in production: keys are then exactly SPEC §3.5.
     redis_prefix: str = ""
-    dramatiq_namespace: str = "dramatiq"
+    dramatiq_namespace: str = DEFAULT_NAMESPACE
     database_url: str = Field(
         default="postgresql+psycopg2://postgres@127.0.0.1:5432/pms", repr=False
     )
@@ -84,6 +89,33 @@ class Settings(BaseSettings):
             value = "postgresql+psycopg2://" + value.removeprefix("postgresql://")
         return value
 
+    @field_validator("sim_url")
+    @classmethod
+    def _sim_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be http(s)://host[:port]")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("must be http(s)://host[:port], without a path")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.exchange is ExchangeKind.BINANCE and not (
+            self.binance_api_key.get_secret_value() and self.binance_api_secret.get_secret_value()
+        ):
+            raise ValueError(
+                "PMS_BINANCE_API_KEY and PMS_BINANCE_API_SECRET are required with"
+                " PMS_EXCHANGE=binance"
+            )
+        if self.redis_prefix and self.dramatiq_namespace == DEFAULT_NAMESPACE:
+            raise ValueError(
+                "PMS_REDIS_PREFIX is set but PMS_DRAMATIQ_NAMESPACE is left at"
+                f" {DEFAULT_NAMESPACE!r}: the command queues would be shared with every other"
+                " system on this Redis; give PMS_DRAMATIQ_NAMESPACE a value of its own"
+            )
+        return self
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -104,6 +136,7 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "?"
-            problems.append(f"PMS_{field.upper()}: {err['msg']}")
+            field = ".".join(str(p) for p in err["loc"])
+            message = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"PMS_{field.upper()}: {message}" if field else message)
         raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
