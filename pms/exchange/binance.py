@@ -28,8 +28,8 @@ from pms.errors import ExchangeRejected, ExchangeUnavailable, PmsError, RateLimi
 from pms.exchange.ccxt_factory import make_binanceusdm
 from pms.exchange.errors import (
     OrderUnknownToExchange,
+    RateLimitPause,
     UnknownOrderState,
-    rate_limit_pause_s,
     translate,
 )
 from pms.exchange.model import (
@@ -214,10 +214,7 @@ class BinanceExchange:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ex = make_binanceusdm(base_url, api_key, secret, timeout_ms=timeout_ms)
-        self._monotonic = monotonic
-        # After a 429/418, no call before this (monotonic): calling on is what turns a 429
-        # into an IP ban and extends one (its Retry-After, else DEFAULT_PAUSE_S).
-        self._closed_until = 0.0
+        self._pause = RateLimitPause(monotonic)
         # ccxt's client-side throttle sleeps ~50 ms per call (2 s for an all-symbol open
         # orders query): too slow for order entry. Binance's own limits are enforced by
         # the exchange (429/418 → RATE_LIMITED with Retry-After), which we surface.
@@ -241,7 +238,7 @@ class BinanceExchange:
     def _call(
         self, action: str, method: str, params: dict[str, Any], *, sign_by_ms: int | None = None
     ) -> Any:
-        self._closed(action)
+        self._pause.check(action, placed=False)  # nothing sent: nothing placed, for sure
         self._sync_time()
         self._in_time(action, sign_by_ms)
         try:
@@ -269,24 +266,11 @@ class BinanceExchange:
                 {"placed": False},
             )
 
-    def _closed(self, action: str) -> None:
-        """Refuse, without sending, while a 429/418's pause lasts (nothing placed, for sure)."""
-        wait = self._closed_until - self._monotonic()
-        if wait > 0:
-            raise RateLimited(
-                f"{action}: not sent, the exchange asked us to stay away {wait:.0f} s more",
-                {"action": action, "retryAfterSec": round(wait, 3), "placed": False},
-            )
-
     def _translate(self, exc: Exception, action: str) -> PmsError:
         if isinstance(exc, PmsError):
             return exc
         retry_after = self._rest.last_headers().get("retry-after")
-        pause = rate_limit_pause_s(exc, retry_after, self._rest.last_status())
-        if pause is not None:
-            with self._lock:
-                self._closed_until = max(self._closed_until, self._monotonic() + pause)
-            log.error("exchange rate limit: no call until the pause is over", pause_s=pause)
+        self._pause.after(exc, retry_after, self._rest.last_status())
         return translate(exc, action=action, retry_after=retry_after)
 
     def _sync_time(self) -> None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import ccxt
+import structlog
 
 from pms.errors import ExchangeRejected, ExchangeUnavailable, PmsError, RateLimited
+
+log = structlog.get_logger(__name__)
 
 
 class UnknownOrderState(ExchangeUnavailable):
@@ -32,7 +38,7 @@ def rate_limit_pause_s(
     if not isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
         return None
     try:
-        seconds = float(retry_after or "")
+        seconds = float(retry_after or "")  # float-ok: a wait in seconds, not money
     except ValueError:
         seconds = -1.0
     if seconds >= 0:  # NaN compares false: the default
@@ -40,6 +46,37 @@ def rate_limit_pause_s(
     if status in DEFAULT_PAUSE_S:
         return DEFAULT_PAUSE_S[status]
     return DEFAULT_PAUSE_S[429 if isinstance(exc, ccxt.RateLimitExceeded) else 418]
+
+
+class RateLimitPause:
+    """After a 429/418 no call goes to the exchange until its pause is over: calling on is
+    what turns a 429 into a ban and extends a ban (per IP: every process's orders and
+    liquidations stop with it). One per adapter, shared by its threads."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._until = 0.0  # monotonic: no call before this
+        self._lock = threading.Lock()
+
+    def check(self, action: str, **details: Any) -> None:
+        """Refuse, without sending, while a pause lasts (``details`` join the error's)."""
+        wait = self._until - self._monotonic()
+        if wait > 0:
+            raise RateLimited(
+                f"{action}: not sent, the exchange asked us to stay away {wait:.0f} s more",
+                {"action": action, "retryAfterSec": round(wait, 3), **details},
+            )
+
+    def after(
+        self, exc: Exception, retry_after: str | None, status: int | None = None
+    ) -> float | None:
+        """Start the pause ``exc`` calls for (see :func:`rate_limit_pause_s`); its length."""
+        pause = rate_limit_pause_s(exc, retry_after, status)
+        if pause is not None:
+            with self._lock:
+                self._until = max(self._until, self._monotonic() + pause)
+            log.error("exchange rate limit: no call until the pause is over", pause_s=pause)
+        return pause
 
 
 def translate(exc: Exception, *, action: str, retry_after: str | None = None) -> PmsError:

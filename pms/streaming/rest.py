@@ -18,14 +18,11 @@ from decimal import Decimal
 from typing import Any
 
 import ccxt.async_support as ccxt_async
-import structlog
 
 from pms.errors import ExchangeUnavailable, RateLimited
 from pms.exchange.ccxt_factory import make_binanceusdm
-from pms.exchange.errors import rate_limit_pause_s
+from pms.exchange.errors import RateLimitPause
 from pms.streaming.book import Level
-
-log = structlog.get_logger(__name__)
 
 
 class ListenKeyMissing(ExchangeUnavailable):
@@ -63,8 +60,7 @@ class ExchangeRest:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ex: Any = make_binanceusdm(base_url, api_key, secret, asynchronous=True)
-        self._monotonic = monotonic
-        self._closed_until = 0.0  # monotonic: no call before (a 429/418's Retry-After)
+        self._pause = RateLimitPause(monotonic)
         # ccxt's throttle charges a 1000-level depth its weight (20) in 50 ms units: a second
         # of queueing that would also hold a listen-key POST behind it. The streamer makes a
         # handful of REST calls (one snapshot per symbol per resync), well inside the limits.
@@ -97,21 +93,14 @@ class ExchangeRest:
         await self._ex.close()
 
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
-        wait = self._closed_until - self._monotonic()
-        if wait > 0:
-            raise RateLimited(
-                f"{method} not sent: the exchange asked us to stay away {wait:.0f} s more",
-                {"retryAfterSec": round(wait, 3)},
-            )
+        self._pause.check(method)
         try:
             return await getattr(self._ex, method)(params)
         except ccxt_async.BaseError as exc:
             text = str(exc)
             if isinstance(exc, ccxt_async.DDoSProtection | ccxt_async.RateLimitExceeded):
                 headers = {k.lower(): v for k, v in (self._ex.last_response_headers or {}).items()}
-                pause = rate_limit_pause_s(exc, headers.get("retry-after")) or 0.0
-                self._closed_until = max(self._closed_until, self._monotonic() + pause)
-                log.error("exchange rate limit: no REST call from the streamer", pause_s=pause)
+                pause = self._pause.after(exc, headers.get("retry-after"))
                 raise RateLimited(
                     f"{method}: rate limited by the exchange: {text[:200]}",
                     {"retryAfterSec": pause},
