@@ -9,15 +9,14 @@ from typing import Any
 from pms.app import App
 from pms.sim.runner import SimServer
 from pms.sync.positions import sync_positions
-from tests.sync.test_sync import app, sim  # noqa: F401  (fixtures: own database, own sim)
 from tests.trading.conftest import ETH
 
 D = Decimal
 
 
 def test_a_position_in_a_delivery_contract_does_not_blind_position_sync(
-    app: App,  # noqa: F811
-    sim: SimServer,  # noqa: F811
+    app: App,
+    sim: SimServer,
 ) -> None:
     """The master account is a Binance USDⓈ-M account: /fapi/v3/positionRisk also lists
     positions in quarterly contracts (``BTCUSDT_260626``), e.g. opened by hand outside the

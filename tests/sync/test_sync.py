@@ -3,17 +3,13 @@ sums are global, so other suites' positions must not be in it)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
 
-from pms.app import App, build_app
-from pms.config import Settings
-from pms.db import migrate
+from pms.app import App
 from pms.db.models import Fill, Order
 from pms.db.session import unit_of_work
 from pms.errors import NotFound
@@ -22,31 +18,9 @@ from pms.messaging.events import EventType
 from pms.sim.runner import SimServer
 from pms.sync.orders import resync_order, sync_orders
 from pms.sync.positions import sync_positions
-from tests.conftest import create_database, drop_database
 from tests.trading.conftest import ETH, Trader
 
 D = Decimal
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimServer]:
-    with SimServer(seed=5, symbols=("BTCUSDT", "ETHUSDT"), paused=True) as server:
-        server.admin("/sim/price", {"symbol": "ETHUSDT", "price": "3000"})
-        yield server
-
-
-@pytest.fixture(scope="module")
-def app(settings: Settings, sim: SimServer) -> Iterator[App]:
-    name = f"pms_sync_{uuid.uuid4().hex[:8]}"
-    url = create_database(name)
-    own = settings.model_copy(
-        update={"database_url": url, "sim_url": sim.url, "sim_api_key": sim.api_key}
-    )
-    migrate.upgrade(own)
-    built = build_app(own)
-    yield built
-    built.close()
-    drop_database(name)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ stop the others, and drift is still reported."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -12,46 +11,17 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from pms.app import App, build_app
+from pms.app import App
 from pms.commands import schemas as cmd
-from pms.config import Settings
-from pms.db import migrate
 from pms.db.models import Fill
 from pms.db.session import unit_of_work
 from pms.sim.runner import SimServer
 from pms.sync.orders import sync_orders
 from pms.sync.positions import sync_positions
-from tests.conftest import create_database, drop_database
 from tests.factories import new_user
 from tests.trading.conftest import ETH, Trader
 
 D = Decimal
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimServer]:
-    with SimServer(seed=21, symbols=("BTCUSDT", "ETHUSDT"), paused=True) as server:
-        server.admin("/sim/price", {"symbol": "ETHUSDT", "price": "3000"})
-        yield server
-
-
-@pytest.fixture(scope="module")
-def app(settings: Settings, sim: SimServer) -> Iterator[App]:
-    name = f"pms_sync_err_{uuid.uuid4().hex[:8]}"
-    url = create_database(name)
-    own = settings.model_copy(
-        update={
-            "database_url": url,
-            "sim_url": sim.url,
-            "sim_api_key": sim.api_key,
-            "redis_prefix": f"{settings.redis_prefix}{name}:",
-        }
-    )
-    migrate.upgrade(own)
-    built = build_app(own)
-    yield built
-    built.close()
-    drop_database(name)
 
 
 @pytest.fixture
