@@ -11,11 +11,11 @@ taken as a price.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from decimal import Decimal
 
 import orjson
+import redis
 import redis.asyncio as aioredis
 
 from pms.clock import SystemClock, TestClock
@@ -95,8 +95,16 @@ def test_one_user_event_with_a_string_time_stops_the_whole_streamer(
     # An event kind the engine ignores (e.g. TRADE_LITE / ACCOUNT_CONFIG_UPDATE) whose E is
     # a string: nothing parses it, yet the health keeps it.
     frame = orjson.dumps({"e": "ACCOUNT_CONFIG_UPDATE", "E": "1767225600000", "T": 1})
-    st.call(lambda: user.on_message(frame, 1))
-    time.sleep(1.5)  # several status ticks (status_every_s=0.2)
+    settings = st.streamer.settings
+    client = redis.Redis.from_url(settings.redis_url)
+    status = settings.key("pms:stream:status")
+    try:
+        st.call(lambda: user.on_message(frame, 1))
+        for _ in range(3):  # three status ticks after the frame, each one written
+            client.delete(status)
+            wait_for(lambda: client.exists(status), 5, message="a status tick")
+    finally:
+        client.close()
     assert st.thread is not None
     alive = st.thread.is_alive()
     error = st.error
